@@ -329,7 +329,7 @@ static int write_field(const iso_builder_t *b, int n,
   if (def->cls == ISO_CLS_XN && units < 2)
     return iso__fail(err, ISO_E_BAD_LENGTH, n, w->pos, 2, units);
   size_t hlen = iso__prefix_bytes(def);
-  size_t blen = iso_body_bytes(def, units);
+  size_t blen = iso__body_bytes(def, units);
   int rc = room(w, hlen + blen, n, err);
   if (rc)
     return rc;

@@ -31,29 +31,7 @@ const iso_dialect_t *iso_dialect_find(const char *name) {
 }
 
 size_t iso_body_bytes(const iso_field_def_t *def, size_t units) {
-  switch (def->body_enc) {
-  case ISO_ENC_BCD:
-    /* x+n keeps its sign as one character byte before the packed digits. */
-    if (def->cls == ISO_CLS_XN)
-      return units ? 1 + units / 2 : 0;
-    return (units + 1) / 2;
-  case ISO_ENC_HEX:
-    return units * 2;
-  default:
-    return units;
-  }
-}
-
-size_t iso__prefix_bytes(const iso_field_def_t *def) {
-  if (def->len_type == ISO_LEN_FIXED)
-    return 0;
-  switch (def->len_enc) {
-  case ISO_ENC_BCD:
-  case ISO_ENC_BINARY:
-    return def->len_type == ISO_LEN_LL ? 1 : 2;
-  default:
-    return def->len_type;
-  }
+  return iso__body_bytes(def, units);
 }
 
 int iso__pattern_match(const char *pat, const char *s, size_t n) {

@@ -46,7 +46,29 @@ static inline int iso__fail(iso_err_t *err, int code, int field,
 }
 
 /* Bytes of length prefix for a definition (0 for fixed). */
-size_t iso__prefix_bytes(const iso_field_def_t *def);
+static inline size_t iso__prefix_bytes(const iso_field_def_t *def) {
+  if (def->len_type == ISO_LEN_FIXED)
+    return 0;
+  if (def->len_enc == ISO_ENC_BCD || def->len_enc == ISO_ENC_BINARY)
+    return def->len_type == ISO_LEN_LL ? 1 : 2;
+  return def->len_type;
+}
+
+/* iso_body_bytes, inlined on the hot path. */
+static inline size_t iso__body_bytes(const iso_field_def_t *def,
+                                     size_t units) {
+  switch (def->body_enc) {
+  case ISO_ENC_BCD:
+    /* x+n keeps its sign as one character byte before the packed digits. */
+    if (def->cls == ISO_CLS_XN)
+      return units ? 1 + units / 2 : 0;
+    return (units + 1) / 2;
+  case ISO_ENC_HEX:
+    return units * 2;
+  default:
+    return units;
+  }
+}
 
 /* The definition of field n for a message with this MTI and processing code
  * (proc may be NULL when DE3 is absent or not yet known); *variant receives
