@@ -89,6 +89,13 @@ int iso__check_body(const iso_field_def_t *def, const uint8_t *p,
                     size_t blen, size_t units, int field, size_t off,
                     iso_err_t *err);
 
+/* Content-class check of a text body (ASCII or EBCDIC per def), and the
+ * DE55 structure check; both report offsets as off + position. */
+int iso__check_text(const iso_field_def_t *def, const uint8_t *p, size_t n,
+                    int field, size_t off, iso_err_t *err);
+int iso__check_tlv(const uint8_t *p, size_t n, int field, size_t off,
+                   iso_err_t *err);
+
 /* Decodes body bytes of a field to ASCII text (see iso_get_text); out must
  * hold at least iso__text_len(def, units) bytes. */
 size_t iso__text_len(const iso_field_def_t *def, size_t units);

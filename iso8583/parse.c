@@ -193,8 +193,8 @@ static size_t first_bad_char(const uint8_t *p, size_t n, int cls,
   return n;
 }
 
-static int check_text(const iso_field_def_t *def, const uint8_t *p,
-                      size_t n, int field, size_t off, iso_err_t *err) {
+int iso__check_text(const iso_field_def_t *def, const uint8_t *p,
+                    size_t n, int field, size_t off, iso_err_t *err) {
   int ebcdic = def->body_enc == ISO_ENC_EBCDIC;
   size_t start = 0;
   if (def->cls == ISO_CLS_XN) {
@@ -293,20 +293,18 @@ static const uint8_t iso__hexok[256] = {
  * Returns the index of the first bad character, or n2 if all are hex. */
 static size_t unhex_checked(const uint8_t *t, size_t n2, uint8_t *out) {
   size_t i = 0;
-  int little = 1;
-  memcpy(&little, &(uint16_t){1}, 1);
   for (; i + 8 <= n2; i += 8) {
     uint64_t w = load64(t + i);
     if (!word_is_hex(w))
       break;
     if (out) {
-      if (little) {
-        word_unhex(w, out + i / 2);
-      } else {
-        for (size_t k = 0; k < 8; k += 2)
-          out[(i + k) / 2] = (uint8_t)(iso__hexval(t[i + k]) << 4 |
-                                       iso__hexval(t[i + k + 1]));
-      }
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      word_unhex(w, out + i / 2);
+#else
+      for (size_t k = 0; k < 8; k += 2)
+        out[(i + k) / 2] = (uint8_t)(iso__hexval(t[i + k]) << 4 |
+                                     iso__hexval(t[i + k + 1]));
+#endif
     }
   }
   for (; i < n2; i++) {
@@ -318,8 +316,8 @@ static size_t unhex_checked(const uint8_t *t, size_t n2, uint8_t *out) {
   return n2;
 }
 
-static int check_tlv(const uint8_t *p, size_t n, int field, size_t off,
-                     iso_err_t *err) {
+int iso__check_tlv(const uint8_t *p, size_t n, int field, size_t off,
+                   iso_err_t *err) {
   int rc = iso_tlv_validate(p, n, ISO__TLV_MAX_DEPTH, err);
   if (rc < 0 && err) {
     err->field = field;
@@ -336,7 +334,7 @@ int iso__check_body(const iso_field_def_t *def, const uint8_t *p,
   case ISO_ENC_ASCII:
   case ISO_ENC_EBCDIC:
     if (!(def->flags & ISO_F_NO_VALIDATE))
-      rc = check_text(def, p, blen, field, off, err);
+      rc = iso__check_text(def, p, blen, field, off, err);
     break;
   case ISO_ENC_BCD:
     if (def->cls == ISO_CLS_XN) {
@@ -356,7 +354,7 @@ int iso__check_body(const iso_field_def_t *def, const uint8_t *p,
     if (bad < blen)
       return iso__fail(err, ISO_E_BAD_HEX, field, off + bad, 0, 0);
     if (tlv) {
-      rc = check_tlv(tmp, blen / 2, field, 0, err);
+      rc = iso__check_tlv(tmp, blen / 2, field, 0, err);
       /* Offsets inside the decoded copy are in bytes; on the wire each
        * byte is two characters. */
       if (rc < 0 && err)
@@ -366,7 +364,7 @@ int iso__check_body(const iso_field_def_t *def, const uint8_t *p,
   }
   case ISO_ENC_BINARY:
     if (def->flags & ISO_F_TLV)
-      rc = check_tlv(p, blen, field, off, err);
+      rc = iso__check_tlv(p, blen, field, off, err);
     break;
   default:
     return iso__fail(err, ISO_E_DIALECT, field, off, 0, 0);
