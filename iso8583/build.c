@@ -172,7 +172,7 @@ static int write_mti(const iso_builder_t *b, wbuf_t *w, iso_err_t *err) {
   } else {
     for (int i = 0; i < 4; i++)
       o[i] = d->mti_enc == ISO_ENC_EBCDIC ? iso__a2e[(uint8_t)b->mti[i]]
-                                           : (uint8_t)b->mti[i];
+                                          : (uint8_t)b->mti[i];
   }
   w->pos += n;
   return 0;
@@ -198,8 +198,8 @@ static int write_bitmap(const iso_dialect_t *d, uint64_t v, wbuf_t *w,
   return 0;
 }
 
-static void write_prefix(const iso_field_def_t *def, size_t units,
-                         uint8_t *o, size_t hlen) {
+static void write_prefix(const iso_field_def_t *def, size_t units, uint8_t *o,
+                         size_t hlen) {
   switch (def->len_enc) {
   case ISO_ENC_ASCII:
   case ISO_ENC_EBCDIC:
@@ -371,8 +371,7 @@ static int check_encoded(const iso_field_def_t *def, int kind, const void *p,
 }
 
 static int write_field(const iso_builder_t *b, int n,
-                       const iso_field_def_t *def, wbuf_t *w,
-                       iso_err_t *err) {
+                       const iso_field_def_t *def, wbuf_t *w, iso_err_t *err) {
   int kind = b->v_[n].kind;
   const void *p = b->v_[n].p;
   size_t len = b->v_[n].len, units;
@@ -390,8 +389,7 @@ static int write_field(const iso_builder_t *b, int n,
     units = len;
   }
   if (def->len_type == ISO_LEN_FIXED && units != def->max_len)
-    return iso__fail(err, ISO_E_WRONG_LENGTH, n, w->pos, def->max_len,
-                     units);
+    return iso__fail(err, ISO_E_WRONG_LENGTH, n, w->pos, def->max_len, units);
   if (units > def->max_len)
     return iso__fail(err, ISO_E_TOO_LONG, n, w->pos, def->max_len, units);
   if (def->cls == ISO_CLS_XN && units < 2)
@@ -433,8 +431,8 @@ static int builder_proc(const iso_builder_t *b, char proc[6]) {
   return 0;
 }
 
-int iso_build(const iso_builder_t *b, uint8_t *out, size_t cap,
-              size_t *outlen, iso_err_t *err) {
+int iso_build(const iso_builder_t *b, uint8_t *out, size_t cap, size_t *outlen,
+              iso_err_t *err) {
   if (!b || !b->dialect || (!out && cap))
     return iso__fail(err, ISO_E_INVAL, 0, 0, 0, 0);
   const iso_dialect_t *d = b->dialect;
@@ -476,8 +474,7 @@ int iso_build(const iso_builder_t *b, uint8_t *out, size_t cap,
         const iso_field_def_t *def = &d->fields[n];
         uint8_t variant;
         if (d->nvariants)
-          def = iso__resolve(d, n, b->mti, have_proc ? proc : NULL,
-                             &variant);
+          def = iso__resolve(d, n, b->mti, have_proc ? proc : NULL, &variant);
         rc = write_field(b, n, def, &w, err);
       }
       if (rc)

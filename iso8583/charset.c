@@ -87,6 +87,10 @@ const uint8_t iso__cls_tab[256] = {
     0x20, 0x20, 0x20, 0x20,
 };
 
-uint8_t iso_ebcdic_to_ascii(uint8_t c) { return iso__e2a[c]; }
+uint8_t iso_ebcdic_to_ascii(uint8_t c) {
+  return iso__e2a[c];
+}
 
-uint8_t iso_ascii_to_ebcdic(uint8_t c) { return iso__a2e[c]; }
+uint8_t iso_ascii_to_ebcdic(uint8_t c) {
+  return iso__a2e[c];
+}

@@ -15,7 +15,9 @@
 
 #include <string.h>
 
-size_t iso_dialect_count(void) { return iso__nbuiltin; }
+size_t iso_dialect_count(void) {
+  return iso__nbuiltin;
+}
 
 const iso_dialect_t *iso_dialect_at(size_t i) {
   return i < iso__nbuiltin ? iso__builtin[i] : NULL;

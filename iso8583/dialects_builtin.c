@@ -31,6 +31,7 @@
 #define F_ICC (ISO_F_SENSITIVE | ISO_F_TLV)
 
 /* ISO 8583:1987 data elements. */
+/* clang-format off */
 #define ISO87_FIELDS(X)                                                       \
   X(2, N, LL, 19, F_PAN, "primary account number")                            \
   X(3, N, FIXED, 6, F_NONE, "processing code")                                \
@@ -291,16 +292,17 @@
   ISO_PRIVATE_129_192(X)
 
 #define ISO__PRIV(X, n) X(n, ANS, LLL, 999, F_NONE, "private use")
-#define ISO__PRIV8(X, n)                                                      \
+#define ISO__PRIV10(X, n)                                                      \
   ISO__PRIV(X, n##0) ISO__PRIV(X, n##1) ISO__PRIV(X, n##2)                   \
   ISO__PRIV(X, n##3) ISO__PRIV(X, n##4) ISO__PRIV(X, n##5)                   \
   ISO__PRIV(X, n##6) ISO__PRIV(X, n##7) ISO__PRIV(X, n##8)                   \
   ISO__PRIV(X, n##9)
 #define ISO_PRIVATE_129_192(X)                                                \
   ISO__PRIV(X, 129)                                                           \
-  ISO__PRIV8(X, 13) ISO__PRIV8(X, 14) ISO__PRIV8(X, 15) ISO__PRIV8(X, 16)    \
-  ISO__PRIV8(X, 17) ISO__PRIV8(X, 18) ISO__PRIV(X, 190) ISO__PRIV(X, 191)    \
+  ISO__PRIV10(X, 13) ISO__PRIV10(X, 14) ISO__PRIV10(X, 15) ISO__PRIV10(X, 16)    \
+  ISO__PRIV10(X, 17) ISO__PRIV10(X, 18) ISO__PRIV(X, 190) ISO__PRIV(X, 191)    \
   ISO__PRIV(X, 192)
+/* clang-format on */
 
 /* Length-type and class tokens used by the tables. */
 #define LEN_FIXED ISO_LEN_FIXED
@@ -369,33 +371,33 @@
 #define EBCDIC_BODY_NS ISO_ENC_EBCDIC
 #define EBCDIC_BODY_B ISO_ENC_BINARY
 
-#define DEF(prof, prefix_enc, n, k, lt, max, fl, nm)                          \
-  [n] = {.name = nm,                                                          \
-         .max_len = max,                                                      \
-         .len_type = LEN_##lt,                                                \
-         .len_enc = prefix_enc,                                               \
-         .body_enc = prof##_BODY_##k,                                         \
-         .cls = CLS_##k,                                                      \
-         .pad = PAD_##k##_##lt,                                               \
+#define DEF(prof, prefix_enc, n, k, lt, max, fl, nm)                           \
+  [n] = {.name = nm,                                                           \
+         .max_len = max,                                                       \
+         .len_type = LEN_##lt,                                                 \
+         .len_enc = prefix_enc,                                                \
+         .body_enc = prof##_BODY_##k,                                          \
+         .cls = CLS_##k,                                                       \
+         .pad = PAD_##k##_##lt,                                                \
          .flags = fl},
 
-#define DEF_ASCII(n, k, lt, max, fl, nm)                                      \
+#define DEF_ASCII(n, k, lt, max, fl, nm)                                       \
   DEF(ASCII, ISO_ENC_ASCII, n, k, lt, max, fl, nm)
-#define DEF_BCD(n, k, lt, max, fl, nm)                                        \
+#define DEF_BCD(n, k, lt, max, fl, nm)                                         \
   DEF(BCD, ISO_ENC_BCD, n, k, lt, max, fl, nm)
-#define DEF_EBCDIC(n, k, lt, max, fl, nm)                                     \
+#define DEF_EBCDIC(n, k, lt, max, fl, nm)                                      \
   DEF(EBCDIC, ISO_ENC_EBCDIC, n, k, lt, max, fl, nm)
 
-#define BITMAP_SLOTS                                                          \
-  [1] = {.name = "secondary bitmap",                                          \
-         .max_len = 8,                                                        \
-         .cls = ISO_CLS_B,                                                    \
-         .body_enc = ISO_ENC_BINARY,                                          \
-         .flags = ISO_F_BITMAP},                                              \
-  [65] = {.name = "tertiary bitmap",                                          \
-          .max_len = 8,                                                       \
-          .cls = ISO_CLS_B,                                                   \
-          .body_enc = ISO_ENC_BINARY,                                         \
+#define BITMAP_SLOTS                                                           \
+  [1] = {.name = "secondary bitmap",                                           \
+         .max_len = 8,                                                         \
+         .cls = ISO_CLS_B,                                                     \
+         .body_enc = ISO_ENC_BINARY,                                           \
+         .flags = ISO_F_BITMAP},                                               \
+  [65] = {.name = "tertiary bitmap",                                           \
+          .max_len = 8,                                                        \
+          .cls = ISO_CLS_B,                                                    \
+          .body_enc = ISO_ENC_BINARY,                                          \
           .flags = ISO_F_BITMAP},
 
 /* Mandatory fields: a conservative core that every network requires; a

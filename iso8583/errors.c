@@ -10,17 +10,15 @@
 
 const char iso__hexdigits[16] = "0123456789ABCDEF";
 
-static const char *const iso__messages[] = {
-    "success",
+static const char *const iso__messages[] = {"success",
 #define ISO__XX(name, msg) msg,
-    ISO_ERRNO_MAP(ISO__XX)
+                                            ISO_ERRNO_MAP(ISO__XX)
 #undef ISO__XX
 };
 
-static const char *const iso__names[] = {
-    "OK",
+static const char *const iso__names[] = {"OK",
 #define ISO__XX(name, msg) #name,
-    ISO_ERRNO_MAP(ISO__XX)
+                                         ISO_ERRNO_MAP(ISO__XX)
 #undef ISO__XX
 };
 

@@ -39,7 +39,9 @@ int iso_format_field(const iso_msg_t *m, int n, unsigned flags, char *out,
   int rc = iso_get_text(m, n, out, cap, &tl);
   if (rc)
     return rc;
-  if ((def->flags & ISO_F_SENSITIVE) && !(flags & ISO_FMT_UNMASK)) {
+  /* A PAN is sensitive whether or not the dialect also says so. */
+  if ((def->flags & (ISO_F_SENSITIVE | ISO_F_PAN)) &&
+      !(flags & ISO_FMT_UNMASK)) {
     if ((def->flags & ISO_F_PAN) && cap > tl) {
       iso_mask_pan(out, tl, out, cap);
     } else {
@@ -90,8 +92,8 @@ size_t iso_dump(const iso_msg_t *m, unsigned flags, char *out, size_t cap) {
                  def->name ? def->name : "?");
     if (k < 0)
       continue;
-    append(out, cap, &pos, line, (size_t)k < sizeof line ? (size_t)k
-                                                          : sizeof line - 1);
+    append(out, cap, &pos, line,
+           (size_t)k < sizeof line ? (size_t)k : sizeof line - 1);
     if (rc == ISO_E_NOSPACE)
       append(out, cap, &pos, "(too long to show)", 18);
     else if (rc == 0)

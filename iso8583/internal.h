@@ -31,9 +31,8 @@ static inline void iso__clear_bit(uint64_t bm[3], int n) {
 }
 
 /* Fills *err (if not NULL) and returns code. */
-static inline int iso__fail(iso_err_t *err, int code, int field,
-                            size_t offset, size_t expected,
-                            size_t available) {
+static inline int iso__fail(iso_err_t *err, int code, int field, size_t offset,
+                            size_t expected, size_t available) {
   if (err) {
     err->code = code;
     err->field = field;
@@ -55,8 +54,7 @@ static inline size_t iso__prefix_bytes(const iso_field_def_t *def) {
 }
 
 /* iso_body_bytes, inlined on the hot path. */
-static inline size_t iso__body_bytes(const iso_field_def_t *def,
-                                     size_t units) {
+static inline size_t iso__body_bytes(const iso_field_def_t *def, size_t units) {
   switch (def->body_enc) {
   case ISO_ENC_BCD:
     /* x+n keeps its sign as one character byte before the packed digits. */
@@ -85,9 +83,8 @@ int iso__same_encoding(const iso_field_def_t *a, const iso_field_def_t *b);
 
 /* Validates an encoded body against its definition (parse.c); the builder
  * runs it on what it wrote, so both directions share one set of rules. */
-int iso__check_body(const iso_field_def_t *def, const uint8_t *p,
-                    size_t blen, size_t units, int field, size_t off,
-                    iso_err_t *err);
+int iso__check_body(const iso_field_def_t *def, const uint8_t *p, size_t blen,
+                    size_t units, int field, size_t off, iso_err_t *err);
 
 /* Content-class check of a text body (ASCII or EBCDIC per def), and the
  * DE55 structure check; both report offsets as off + position. */

@@ -38,34 +38,34 @@ struct iso_dialect_s;
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                    */
 
-#define ISO_ERRNO_MAP(XX)                                                     \
-  XX(INVAL, "invalid argument")                                               \
-  XX(NOSPACE, "output buffer too small")                                      \
-  XX(TRUNCATED, "message ends before the field is complete")                  \
-  XX(BAD_MTI, "message type indicator is not four digits")                    \
-  XX(BAD_BITMAP, "bitmap is not valid")                                       \
-  XX(UNDEFINED_FIELD, "field is not defined in the dialect")                  \
-  XX(BAD_LENGTH, "length prefix is not a valid number")                       \
-  XX(TOO_LONG, "field is longer than its maximum")                            \
-  XX(WRONG_LENGTH, "field does not have its fixed length")                    \
-  XX(BAD_CHAR, "character not allowed by the field's content class")          \
-  XX(BAD_BCD, "invalid packed BCD nibble")                                    \
-  XX(BAD_PAD, "padding nibble is not the one the dialect declares")           \
-  XX(BAD_SIGN, "amount sign is not C or D")                                   \
-  XX(BAD_HEX, "hexadecimal text is not valid")                                \
-  XX(TRAILING, "bytes are left after the last field")                         \
-  XX(MISSING, "mandatory field is absent")                                    \
-  XX(ABSENT, "field is not present")                                          \
-  XX(WRONG_CLASS, "operation does not apply to the field's content class")    \
-  XX(OVERFLOW, "number does not fit in 64 bits")                              \
-  XX(TLV_TAG, "TLV tag is malformed")                                         \
-  XX(TLV_LENGTH, "TLV length is malformed or runs past the data")             \
-  XX(TLV_DEPTH, "TLV objects are nested too deeply")                          \
-  XX(FRAME_LENGTH, "frame length header is not valid")                        \
-  XX(FRAME_TOO_LARGE, "frame is larger than the configured maximum")          \
-  XX(FRAME_FAILED, "framer stopped after an earlier error")                   \
-  XX(DIALECT, "dialect definition is not valid")                              \
-  XX(NOT_FOUND, "no such dialect")                                            \
+#define ISO_ERRNO_MAP(XX)                                                      \
+  XX(INVAL, "invalid argument")                                                \
+  XX(NOSPACE, "output buffer too small")                                       \
+  XX(TRUNCATED, "message ends before the field is complete")                   \
+  XX(BAD_MTI, "message type indicator is not four digits")                     \
+  XX(BAD_BITMAP, "bitmap is not valid")                                        \
+  XX(UNDEFINED_FIELD, "field is not defined in the dialect")                   \
+  XX(BAD_LENGTH, "length prefix is not a valid number")                        \
+  XX(TOO_LONG, "field is longer than its maximum")                             \
+  XX(WRONG_LENGTH, "field does not have its fixed length")                     \
+  XX(BAD_CHAR, "character not allowed by the field's content class")           \
+  XX(BAD_BCD, "invalid packed BCD nibble")                                     \
+  XX(BAD_PAD, "padding nibble is not the one the dialect declares")            \
+  XX(BAD_SIGN, "amount sign is not C or D")                                    \
+  XX(BAD_HEX, "hexadecimal text is not valid")                                 \
+  XX(TRAILING, "bytes are left after the last field")                          \
+  XX(MISSING, "mandatory field is absent")                                     \
+  XX(ABSENT, "field is not present")                                           \
+  XX(WRONG_CLASS, "operation does not apply to the field's content class")     \
+  XX(OVERFLOW, "number does not fit in 64 bits")                               \
+  XX(TLV_TAG, "TLV tag is malformed")                                          \
+  XX(TLV_LENGTH, "TLV length is malformed or runs past the data")              \
+  XX(TLV_DEPTH, "TLV objects are nested too deeply")                           \
+  XX(FRAME_LENGTH, "frame length header is not valid")                         \
+  XX(FRAME_TOO_LARGE, "frame is larger than the configured maximum")           \
+  XX(FRAME_FAILED, "framer stopped after an earlier error")                    \
+  XX(DIALECT, "dialect definition is not valid")                               \
+  XX(NOT_FOUND, "no such dialect")                                             \
   XX(NOMEM, "out of memory")
 
 enum iso__errno_e {
@@ -152,21 +152,21 @@ typedef enum {
 } iso_pad_t;
 
 /* Field flags. */
-#define ISO_F_SENSITIVE 0x01u /* mask in every formatted output */
-#define ISO_F_PAN 0x02u       /* mask as a PAN: first 6 and last 4 shown */
-#define ISO_F_TLV 0x04u       /* body is BER-TLV (DE55): validated on parse */
-#define ISO_F_BITMAP 0x08u    /* field 1 or 65: a bitmap, not data */
+#define ISO_F_SENSITIVE 0x01u   /* mask in every formatted output */
+#define ISO_F_PAN 0x02u         /* mask as a PAN: first 6 and last 4 shown */
+#define ISO_F_TLV 0x04u         /* body is BER-TLV (DE55): validated on parse */
+#define ISO_F_BITMAP 0x08u      /* field 1 or 65: a bitmap, not data */
 #define ISO_F_NO_VALIDATE 0x10u /* content class not checked (legacy hosts) */
 
 typedef struct iso_field_def_s {
-  const char *name;  /* "primary account number"; NULL if undefined */
-  uint16_t max_len;  /* fixed length, or maximum for variable; units per cls */
-  uint8_t len_type;  /* iso_len_t */
-  uint8_t len_enc;   /* iso_enc_t of the length prefix */
-  uint8_t body_enc;  /* iso_enc_t of the body */
-  uint8_t cls;       /* iso_cls_t */
-  uint8_t pad;       /* iso_pad_t, for odd BCD digit counts */
-  uint8_t flags;     /* ISO_F_* */
+  const char *name; /* "primary account number"; NULL if undefined */
+  uint16_t max_len; /* fixed length, or maximum for variable; units per cls */
+  uint8_t len_type; /* iso_len_t */
+  uint8_t len_enc;  /* iso_enc_t of the length prefix */
+  uint8_t body_enc; /* iso_enc_t of the body */
+  uint8_t cls;      /* iso_cls_t */
+  uint8_t pad;      /* iso_pad_t, for odd BCD digit counts */
+  uint8_t flags;    /* ISO_F_* */
 } iso_field_def_t;
 
 /* A different layout for one field when the MTI (and optionally the
@@ -182,8 +182,8 @@ typedef struct iso_variant_s {
 
 /* Fields that must be present for messages whose MTI matches. */
 typedef struct iso_mandatory_s {
-  char mti[4];          /* pattern, '.' matches any character */
-  uint64_t fields[3];   /* bit for field n: word (n-1)/64, bit 63-(n-1)%64 */
+  char mti[4];        /* pattern, '.' matches any character */
+  uint64_t fields[3]; /* bit for field n: word (n-1)/64, bit 63-(n-1)%64 */
 } iso_mandatory_t;
 
 typedef struct iso_dialect_s {
@@ -217,10 +217,10 @@ size_t iso_body_bytes(const iso_field_def_t *def, size_t units);
 /* Parsing: a zero-copy view                                                 */
 
 typedef struct iso_span_s {
-  uint32_t off;   /* offset of the field's first byte (its length prefix) */
-  uint16_t blen;  /* bytes of body, after the prefix */
-  uint16_t units; /* length in the field's units (digits, chars, bytes) */
-  uint8_t hlen;   /* bytes of length prefix (0 for fixed) */
+  uint32_t off;    /* offset of the field's first byte (its length prefix) */
+  uint16_t blen;   /* bytes of body, after the prefix */
+  uint16_t units;  /* length in the field's units (digits, chars, bytes) */
+  uint8_t hlen;    /* bytes of length prefix (0 for fixed) */
   uint8_t variant; /* 0: dialect's layout; k: variants[k-1] */
 } iso_span_t;
 
@@ -292,9 +292,9 @@ int iso_format_field(const iso_msg_t *m, int n, unsigned flags, char *out,
                      size_t cap, size_t *outlen);
 /* Masks a PAN (digits) into out (cap >= len + 1): 123456******1234. */
 size_t iso_mask_pan(const char *pan, size_t len, char *out, size_t cap);
-/* One line per field, "MTI 0200\n  2 [primary account number] 411111******1111\n",
- * masked unless ISO_FMT_UNMASK.  Returns bytes written (truncated to cap-1,
- * always NUL-terminated when cap > 0). */
+/* One line per field, "MTI 0200\n  2 [primary account number]
+ * 411111******1111\n", masked unless ISO_FMT_UNMASK.  Returns bytes written
+ * (truncated to cap-1, always NUL-terminated when cap > 0). */
 size_t iso_dump(const iso_msg_t *m, unsigned flags, char *out, size_t cap);
 
 /* ------------------------------------------------------------------------ */
@@ -337,8 +337,8 @@ void iso_unset(iso_builder_t *b, int n);
 
 /* Writes the message: MTI, bitmaps, fields in order.  Never writes past
  * out+cap (ISO_E_NOSPACE).  On success *outlen is the message length. */
-int iso_build(const iso_builder_t *b, uint8_t *out, size_t cap,
-              size_t *outlen, iso_err_t *err);
+int iso_build(const iso_builder_t *b, uint8_t *out, size_t cap, size_t *outlen,
+              iso_err_t *err);
 
 /* ------------------------------------------------------------------------ */
 /* BER-TLV (DE55, EMV ICC data)                                              */
@@ -369,12 +369,11 @@ int iso_tlv_next(iso_tlv_iter_t *it, iso_tlv_t *out, iso_err_t *err);
 int iso_tlv_validate(const uint8_t *buf, size_t len, int max_depth,
                      iso_err_t *err);
 /* First top-level object with this tag: 1 found, 0 not found, <0 error. */
-int iso_tlv_find(const uint8_t *buf, size_t len, uint32_t tag,
-                 iso_tlv_t *out);
+int iso_tlv_find(const uint8_t *buf, size_t len, uint32_t tag, iso_tlv_t *out);
 /* Writes tag, minimal-form length and value.  ISO_E_NOSPACE if it does not
  * fit; ISO_E_TLV_TAG if tag is not a well-formed tag. */
-int iso_tlv_encode(uint32_t tag, const uint8_t *value, size_t len,
-                   uint8_t *out, size_t cap, size_t *outlen);
+int iso_tlv_encode(uint32_t tag, const uint8_t *value, size_t len, uint8_t *out,
+                   size_t cap, size_t *outlen);
 
 /* ------------------------------------------------------------------------ */
 /* Framing: length headers and TPDU, apart from messages                     */

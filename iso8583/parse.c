@@ -61,8 +61,7 @@ static size_t bitmap_bytes(const iso_dialect_t *d) {
 
 /* Reads one 64-bit bitmap at *pos; field is 0 (primary), 1 or 65. */
 static int parse_bitmap(const iso_dialect_t *d, const uint8_t *b, size_t len,
-                        size_t *pos, int field, uint64_t *out,
-                        iso_err_t *err) {
+                        size_t *pos, int field, uint64_t *out, iso_err_t *err) {
   size_t need = bitmap_bytes(d);
   if (len - *pos < need)
     return iso__fail(err, ISO_E_TRUNCATED, field, *pos, need, len - *pos);
@@ -76,8 +75,7 @@ static int parse_bitmap(const iso_dialect_t *d, const uint8_t *b, size_t len,
       uint8_t c = d->bitmap_enc == ISO_ENC_EBCDIC ? iso__e2a[p[i]] : p[i];
       int h = iso__hexval(c);
       if (h < 0)
-        return iso__fail(err, ISO_E_BAD_BITMAP, field, *pos + (size_t)i, 0,
-                         0);
+        return iso__fail(err, ISO_E_BAD_BITMAP, field, *pos + (size_t)i, 0, 0);
       v = v << 4 | (uint64_t)h;
     }
   }
@@ -172,8 +170,7 @@ static int text_ok(const uint8_t *p, size_t n, int cls) {
 
 /* Index of the first byte (after translation) not admitted by class, or n
  * if all are. */
-static size_t first_bad_char(const uint8_t *p, size_t n, int cls,
-                             int ebcdic) {
+static size_t first_bad_char(const uint8_t *p, size_t n, int cls, int ebcdic) {
   uint8_t mask = (uint8_t)(1u << cls);
   if (!ebcdic) {
     if (text_ok(p, n, cls))
@@ -193,8 +190,8 @@ static size_t first_bad_char(const uint8_t *p, size_t n, int cls,
   return n;
 }
 
-int iso__check_text(const iso_field_def_t *def, const uint8_t *p,
-                    size_t n, int field, size_t off, iso_err_t *err) {
+int iso__check_text(const iso_field_def_t *def, const uint8_t *p, size_t n,
+                    int field, size_t off, iso_err_t *err) {
   int ebcdic = def->body_enc == ISO_ENC_EBCDIC;
   size_t start = 0;
   if (def->cls == ISO_CLS_XN) {
@@ -215,23 +212,21 @@ int iso__check_text(const iso_field_def_t *def, const uint8_t *p,
  * when the digit count is odd.  The common case, an n field, checks whole
  * bytes without branches: a nibble is above 9 exactly when adding 6 carries
  * into bit 4. */
-static int check_bcd(const iso_field_def_t *def, const uint8_t *p,
-                     size_t blen, size_t ndigits, int field, size_t off,
-                     iso_err_t *err) {
+static int check_bcd(const iso_field_def_t *def, const uint8_t *p, size_t blen,
+                     size_t ndigits, int field, size_t off, iso_err_t *err) {
   if (blen == 0)
     return 0;
   int odd = (int)(ndigits & 1);
   int left = def->pad == ISO_PAD_LEFT_0 || def->pad == ISO_PAD_LEFT_F;
-  uint8_t want = (def->pad == ISO_PAD_LEFT_F || def->pad == ISO_PAD_RIGHT_F)
-                     ? 0xF
-                     : 0x0;
+  uint8_t want =
+      (def->pad == ISO_PAD_LEFT_F || def->pad == ISO_PAD_RIGHT_F) ? 0xF : 0x0;
   /* The pad nibble is checked, then replaced by a 0 digit for the scan. */
   uint8_t first = p[0], last = p[blen - 1];
   if (odd) {
     uint8_t nib = left ? first >> 4 : last & 15;
     if (nib != want)
-      return iso__fail(err, ISO_E_BAD_PAD, field,
-                       off + (left ? 0 : blen - 1), 0, 0);
+      return iso__fail(err, ISO_E_BAD_PAD, field, off + (left ? 0 : blen - 1),
+                       0, 0);
     if (left)
       first &= 0x0F;
     else
@@ -264,10 +259,10 @@ static int check_bcd(const iso_field_def_t *def, const uint8_t *p,
  * adding (0x7F - hi) exactly when it is > hi; no carry crosses a byte. */
 static inline int word_is_hex(uint64_t w) {
   uint64_t l = w | (0x20 * ISO__ONES); /* fold letters to lower case */
-  uint64_t digit = (w + (0x80 - 0x30) * ISO__ONES) &
-                   ~(w + (0x7F - 0x39) * ISO__ONES);
-  uint64_t alpha = (l + (0x80 - 0x61) * ISO__ONES) &
-                   ~(l + (0x7F - 0x66) * ISO__ONES);
+  uint64_t digit =
+      (w + (0x80 - 0x30) * ISO__ONES) & ~(w + (0x7F - 0x39) * ISO__ONES);
+  uint64_t alpha =
+      (l + (0x80 - 0x61) * ISO__ONES) & ~(l + (0x7F - 0x66) * ISO__ONES);
   return !(w & ISO__HIGHS) && ((digit | alpha) & ISO__HIGHS) == ISO__HIGHS;
 }
 
@@ -302,8 +297,8 @@ static size_t unhex_checked(const uint8_t *t, size_t n2, uint8_t *out) {
       word_unhex(w, out + i / 2);
 #else
       for (size_t k = 0; k < 8; k += 2)
-        out[(i + k) / 2] = (uint8_t)(iso__hexval(t[i + k]) << 4 |
-                                     iso__hexval(t[i + k + 1]));
+        out[(i + k) / 2] =
+            (uint8_t)(iso__hexval(t[i + k]) << 4 | iso__hexval(t[i + k + 1]));
 #endif
     }
   }
@@ -326,9 +321,8 @@ int iso__check_tlv(const uint8_t *p, size_t n, int field, size_t off,
   return rc < 0 ? rc : 0;
 }
 
-int iso__check_body(const iso_field_def_t *def, const uint8_t *p,
-                    size_t blen, size_t units, int field, size_t off,
-                    iso_err_t *err) {
+int iso__check_body(const iso_field_def_t *def, const uint8_t *p, size_t blen,
+                    size_t units, int field, size_t off, iso_err_t *err) {
   int rc = 0;
   switch (def->body_enc) {
   case ISO_ENC_ASCII:
@@ -574,8 +568,8 @@ int iso__body_to_text(const iso_field_def_t *def, const uint8_t *body,
       blen--;
       ndig = units - 1;
     }
-    size_t skip = ((ndig & 1) && (def->pad == ISO_PAD_LEFT_0 ||
-                                  def->pad == ISO_PAD_LEFT_F))
+    size_t skip = ((ndig & 1) &&
+                   (def->pad == ISO_PAD_LEFT_0 || def->pad == ISO_PAD_LEFT_F))
                       ? 1
                       : 0;
     for (size_t i = 0; i < ndig; i++) {
@@ -601,8 +595,8 @@ int iso_get_text(const iso_msg_t *m, int n, char *out, size_t cap,
   size_t tl = iso__text_len(def, s->units);
   if (cap < tl)
     return ISO_E_NOSPACE;
-  int rc = iso__body_to_text(def, m->buf + s->off + s->hlen, s->blen,
-                             s->units, out);
+  int rc =
+      iso__body_to_text(def, m->buf + s->off + s->hlen, s->blen, s->units, out);
   if (rc)
     return rc;
   if (cap > tl)

@@ -195,8 +195,31 @@ int iso_tlv_validate(const uint8_t *buf, size_t len, int max_depth,
       return tlv_fail(err, ISO_E_TLV_DEPTH, index, pos, (size_t)max_depth,
                       (size_t)depth);
 
+    /* Fast path for what nearly every DE55 object is: a one- or two-byte
+     * tag and a short-form length, with the value inside its parent.  Any
+     * other shape, and every error, goes through tlv_read, which knows
+     * the rules and the error details. */
+    size_t lim = end[depth];
+    uint8_t t0 = buf[pos];
+    size_t p = pos + 1;
+    if ((t0 & 0x1Fu) == 0x1Fu) {
+      if (p < lim && buf[p] != 0x80u && !(buf[p] & 0x80u))
+        p++;
+      else
+        p = 0;
+    }
+    if (p && p < lim && buf[p] < 0x80u && buf[p] <= lim - p - 1) {
+      size_t vlen = buf[p];
+      pos = p + 1;
+      if ((t0 & 0x20u) && vlen > 0)
+        end[++depth] = pos + vlen;
+      else
+        pos += vlen;
+      continue;
+    }
+
     iso_tlv_t obj;
-    int rc = tlv_read(buf, pos, end[depth], &obj, err, index);
+    int rc = tlv_read(buf, pos, lim, &obj, err, index);
     if (rc < 0)
       return rc;
     pos = (size_t)(obj.value - buf);

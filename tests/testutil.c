@@ -79,8 +79,8 @@ void tu_add_suite(const char *name, const tu_test_t *tests) {
 int tu_run(void) {
   CU_basic_set_mode(CU_BRM_VERBOSE);
   CU_basic_run_tests();
-  unsigned failed = CU_get_number_of_failures() +
-                    CU_get_number_of_tests_failed();
+  unsigned failed =
+      CU_get_number_of_failures() + CU_get_number_of_tests_failed();
   unsigned ran = CU_get_number_of_tests_run();
   CU_cleanup_registry();
   if (ran == 0) {

@@ -86,8 +86,7 @@ static size_t bare_walk(const iso_dialect_t *d, const uint8_t *p, size_t len,
     const iso_field_def_t *f = &d->fields[k + 1];
     size_t units = f->max_len, h = 0;
     if (f->len_type) {
-      h = f->len_enc == ISO_ENC_BCD ? (f->len_type == 2 ? 1 : 2)
-                                    : f->len_type;
+      h = f->len_enc == ISO_ENC_BCD ? (f->len_type == 2 ? 1 : 2) : f->len_type;
       units = 0;
       for (size_t i = 0; i < h; i++)
         units = f->len_enc == ISO_ENC_BCD
@@ -166,8 +165,8 @@ static void run(ctx_t *c, const char *name, void (*op)(ctx_t *)) {
   }
   double per = (double)(allocs - a0) / ((double)RUNS * ITER);
   qsort(t, RUNS, sizeof t[0], cmp_double);
-  printf("%-15s %-8s %8.1f %8.1f %8.1f %10.2f\n", c->d->name, name,
-         t[RUNS / 2], t[0], t[RUNS - 1], per);
+  printf("%-15s %-8s %8.1f %8.1f %8.1f %10.2f\n", c->d->name, name, t[RUNS / 2],
+         t[0], t[RUNS - 1], per);
 }
 
 int main(void) {
@@ -184,10 +183,10 @@ int main(void) {
   printf("ISO 8583 codec: 0200 purchase, 19 fields, 104-byte DE55; "
          "%d runs x %d messages\n",
          RUNS, ITER);
-  printf("%-15s %-8s %8s %8s %8s %10s\n", "dialect", "op", "median",
-         "min", "max", "allocs/msg");
-  printf("%-15s %-8s %8s %8s %8s %10s\n", "", "", "ns/msg", "ns/msg",
-         "ns/msg", "");
+  printf("%-15s %-8s %8s %8s %8s %10s\n", "dialect", "op", "median", "min",
+         "max", "allocs/msg");
+  printf("%-15s %-8s %8s %8s %8s %10s\n", "", "", "ns/msg", "ns/msg", "ns/msg",
+         "");
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     c.d = iso_dialect_find(cases[i].dialect);
     c.mti = cases[i].mti;

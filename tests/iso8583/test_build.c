@@ -24,8 +24,7 @@ static void set_purchase(iso_builder_t *b, int ninety_three) {
   static uint8_t icc[GOLDEN_ICC_LEN];
   static const uint8_t pin[8] = {0x01, 0x23, 0x45, 0x67,
                                  0x89, 0xAB, 0xCD, 0xEF};
-  CU_ASSERT_EQUAL_FATAL(tu_unhex(GOLDEN_ICC, icc, sizeof icc),
-                        GOLDEN_ICC_LEN);
+  CU_ASSERT_EQUAL_FATAL(tu_unhex(GOLDEN_ICC, icc, sizeof icc), GOLDEN_ICC_LEN);
   CU_ASSERT_EQUAL_FATAL(iso_set_bytes(b, 55, icc, sizeof icc), 0);
   SET(b, 42, "MERCHANT0000001");
   SET(b, 2, GOLDEN_PAN);
@@ -223,8 +222,14 @@ static void test_build_secondary_and_tertiary_bitmaps_follow_fields(void) {
   SET(&b, 130, "ABC");
   CU_ASSERT_EQUAL_FATAL(iso_build(&b, out, sizeof out, &ol, NULL), 0);
   uint8_t want[64];
-  size_t wl = tu_unhex("0200" "A020000000000000" "8000000000000000" "000000"
-                       "000001" "4000000000000000" "0003" "414243",
+  size_t wl = tu_unhex("0200"
+                       "A020000000000000"
+                       "8000000000000000"
+                       "000000"
+                       "000001"
+                       "4000000000000000"
+                       "0003"
+                       "414243",
                        want, sizeof want);
   CU_ASSERT_EQUAL(ol, wl);
   CU_ASSERT_EQUAL(memcmp(out, want, wl), 0);
@@ -245,7 +250,10 @@ static void test_build_packs_track2_separator_and_pads(void) {
   SET(&b, 22, "051");
   CU_ASSERT_EQUAL_FATAL(iso_build(&b, out, sizeof out, &ol, NULL), 0);
   uint8_t want[64];
-  size_t wl = tu_unhex("0100" "0000040020000000" "0051" "33"
+  size_t wl = tu_unhex("0100"
+                       "0000040020000000"
+                       "0051"
+                       "33"
                        "4761739001010010D2712201100000123F",
                        want, sizeof want);
   CU_ASSERT_EQUAL(ol, wl);

@@ -9,7 +9,7 @@
 
 static void test_builtin_dialects_are_listed_and_valid(void) {
   static const char *const want[] = {"iso87a", "iso87a-bbitmap", "iso87b",
-                                     "iso87e", "iso93a",        "iso93b"};
+                                     "iso87e", "iso93a",         "iso93b"};
   CU_ASSERT_EQUAL(iso_dialect_count(), 6);
   for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
     const iso_dialect_t *d = iso_dialect_find(want[i]);
@@ -72,14 +72,30 @@ static int check_with(void (*mutate)(iso_dialect_t *), int *field) {
   return rc;
 }
 
-static void bcd_on_text(iso_dialect_t *d) { d->fields[41].body_enc = ISO_ENC_BCD; }
-static void ll_too_long(iso_dialect_t *d) { d->fields[44].max_len = 100; }
-static void tlv_on_text(iso_dialect_t *d) { d->fields[48].flags |= ISO_F_TLV; }
-static void hex_on_digits(iso_dialect_t *d) { d->fields[4].body_enc = ISO_ENC_HEX; }
-static void ascii_on_binary(iso_dialect_t *d) { d->fields[52].body_enc = ISO_ENC_ASCII; }
-static void zero_length(iso_dialect_t *d) { d->fields[11].max_len = 0; }
-static void bad_bitmaps(iso_dialect_t *d) { d->max_bitmaps = 4; }
-static void bad_mti(iso_dialect_t *d) { d->mti_enc = ISO_ENC_HEX; }
+static void bcd_on_text(iso_dialect_t *d) {
+  d->fields[41].body_enc = ISO_ENC_BCD;
+}
+static void ll_too_long(iso_dialect_t *d) {
+  d->fields[44].max_len = 100;
+}
+static void tlv_on_text(iso_dialect_t *d) {
+  d->fields[48].flags |= ISO_F_TLV;
+}
+static void hex_on_digits(iso_dialect_t *d) {
+  d->fields[4].body_enc = ISO_ENC_HEX;
+}
+static void ascii_on_binary(iso_dialect_t *d) {
+  d->fields[52].body_enc = ISO_ENC_ASCII;
+}
+static void zero_length(iso_dialect_t *d) {
+  d->fields[11].max_len = 0;
+}
+static void bad_bitmaps(iso_dialect_t *d) {
+  d->max_bitmaps = 4;
+}
+static void bad_mti(iso_dialect_t *d) {
+  d->mti_enc = ISO_ENC_HEX;
+}
 static void bad_variant(iso_dialect_t *d) {
   static const iso_variant_t v[] = {
       {"01x.", "", 0, 54, {"x", 5, ISO_LEN_FIXED, 0, 0, ISO_CLS_AN, 0, 0}}};

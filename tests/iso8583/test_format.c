@@ -14,8 +14,7 @@ static uint8_t buf[1024];
 
 static void parse_golden(void) {
   size_t n = golden_bytes(golden_iso87a_sale, buf, sizeof buf);
-  CU_ASSERT_EQUAL_FATAL(iso_parse(&m, iso_dialect_find("iso87a"), buf, n,
-                                  NULL),
+  CU_ASSERT_EQUAL_FATAL(iso_parse(&m, iso_dialect_find("iso87a"), buf, n, NULL),
                         0);
 }
 
@@ -48,9 +47,21 @@ static void test_format_field_masks_sensitive_fields(void) {
   CU_ASSERT_EQUAL(strspn(out, "*"), 2 * GOLDEN_ICC_LEN);
   CU_ASSERT_EQUAL(iso_format_field(&m, 41, 0, out, sizeof out, &n), 0);
   CU_ASSERT_STRING_EQUAL(out, "TERM0001");
-  CU_ASSERT_EQUAL(
-      iso_format_field(&m, 2, ISO_FMT_UNMASK, out, sizeof out, &n), 0);
+  CU_ASSERT_EQUAL(iso_format_field(&m, 2, ISO_FMT_UNMASK, out, sizeof out, &n),
+                  0);
   CU_ASSERT_STRING_EQUAL(out, GOLDEN_PAN);
+}
+
+static void test_pan_flag_alone_still_masks(void) {
+  static iso_dialect_t d;
+  memcpy(&d, iso_dialect_find("iso87a"), sizeof d);
+  d.name = "pan-only";
+  d.fields[2].flags = ISO_F_PAN; /* no ISO_F_SENSITIVE */
+  size_t n = golden_bytes(golden_iso87a_sale, buf, sizeof buf);
+  CU_ASSERT_EQUAL_FATAL(iso_parse(&m, &d, buf, n, NULL), 0);
+  char out[64];
+  CU_ASSERT_EQUAL(iso_format_field(&m, 2, 0, out, sizeof out, NULL), 0);
+  CU_ASSERT_STRING_EQUAL(out, "476173******0010");
 }
 
 static void test_dump_masks_unless_asked(void) {
@@ -75,17 +86,18 @@ static void test_error_text_names_field_and_offset_not_content(void) {
   const iso_dialect_t *d = iso_dialect_find("iso87a");
   uint8_t bad[64];
   /* DE2 claims 20 digits: the PAN digits must not appear in the error. */
-  size_t n = tu_unhex("30323030" "34303030303030303030303030303030" "3230"
+  size_t n = tu_unhex("30323030"
+                      "34303030303030303030303030303030"
+                      "3230"
                       "3437363137333930303130313030313030303030",
                       bad, sizeof bad);
   iso_err_t err = {0};
   CU_ASSERT_EQUAL(iso_parse(&m, d, bad, n, &err), ISO_E_TOO_LONG);
   char line[256];
   iso_err_format(&err, d, line, sizeof line);
-  CU_ASSERT_STRING_EQUAL(line,
-                         "field 2 (primary account number) at offset 20: "
-                         "field is longer than its maximum (allowed 19, "
-                         "found 20)");
+  CU_ASSERT_STRING_EQUAL(line, "field 2 (primary account number) at offset 20: "
+                               "field is longer than its maximum (allowed 19, "
+                               "found 20)");
   CU_ASSERT_PTR_NULL(strstr(line, "4761"));
   iso_err_t none = {ISO_E_TRAILING, 0, 0, 7, 0, 0};
   iso_err_format(&none, NULL, line, sizeof line);
@@ -101,6 +113,7 @@ int main(void) {
        test_mask_pan_keeps_first_six_and_last_four},
       {"format_field_masks_sensitive_fields",
        test_format_field_masks_sensitive_fields},
+      {"pan_flag_alone_still_masks", test_pan_flag_alone_still_masks},
       {"dump_masks_unless_asked", test_dump_masks_unless_asked},
       {"error_text_names_field_and_offset_not_content",
        test_error_text_names_field_and_offset_not_content},

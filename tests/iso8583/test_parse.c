@@ -151,7 +151,8 @@ static void test_parse_rejects_trailing_bytes(void) {
 
 static void test_parse_rejects_bit1_without_secondary_bitmap(void) {
   /* 0800, primary bitmap says a secondary follows, message ends. */
-  load_hex("30383030" "38323230303030303030303030303030");
+  load_hex("30383030"
+           "38323230303030303030303030303030");
   CU_ASSERT_EQUAL(parse("iso87a"), ISO_E_TRUNCATED);
   CU_ASSERT_EQUAL(err.field, 1);
   CU_ASSERT_EQUAL(err.offset, 20);
@@ -161,16 +162,21 @@ static void test_parse_rejects_bit1_without_secondary_bitmap(void) {
 
 static void test_parse_rejects_empty_secondary_bitmap(void) {
   /* 0800, bit 1 set, secondary bitmap all zero. */
-  load_hex("0800" "8000000000000000" "0000000000000000");
+  load_hex("0800"
+           "8000000000000000"
+           "0000000000000000");
   CU_ASSERT_EQUAL(parse("iso87b"), ISO_E_BAD_BITMAP);
   CU_ASSERT_EQUAL(err.field, 1);
 }
 
 static void test_parse_network_echo_with_secondary_bitmap(void) {
   /* 0800 with DE7, DE11 and DE70 (secondary bitmap bit 70). */
-  load_hex("30383030" "38323230303030303030303030303030"
+  load_hex("30383030"
+           "38323230303030303030303030303030"
            "30343030303030303030303030303030"
-           "31313233313033303030" "303030313233" "333031");
+           "31313233313033303030"
+           "303030313233"
+           "333031");
   CU_ASSERT_EQUAL_FATAL(parse("iso87a"), 0);
   uint64_t v;
   CU_ASSERT_EQUAL(iso_get_u64(&m, 70, &v), 0);
@@ -181,8 +187,14 @@ static void test_parse_network_echo_with_secondary_bitmap(void) {
 
 static void test_parse_tertiary_bitmap_carries_fields_129_to_192(void) {
   /* iso87b: DE3, DE11, DE65 (tertiary bitmap), DE130 (LLL ans "ABC"). */
-  load_hex("0200" "A020000000000000" "8000000000000000" "000000" "000001"
-           "4000000000000000" "0003" "414243");
+  load_hex("0200"
+           "A020000000000000"
+           "8000000000000000"
+           "000000"
+           "000001"
+           "4000000000000000"
+           "0003"
+           "414243");
   CU_ASSERT_EQUAL_FATAL(parse("iso87b"), 0);
   CU_ASSERT(iso_has(&m, 65));
   CU_ASSERT(iso_has(&m, 130));
@@ -219,7 +231,9 @@ static void test_parse_rejects_wrong_pad_nibble(void) {
 
 static void test_parse_odd_track2_packed_with_trailing_f(void) {
   /* iso87b 0100 with DE35 of 33 characters: 17 bytes, last nibble F. */
-  load_hex("0100" "0000000020000000" "33"
+  load_hex("0100"
+           "0000000020000000"
+           "33"
            "4761739001010010D2712201100000123F");
   CU_ASSERT_EQUAL_FATAL(parse("iso87b"), 0);
   assert_text(35, "4761739001010010D2712201100000123");
@@ -230,7 +244,9 @@ static void test_parse_odd_track2_packed_with_trailing_f(void) {
 
 static void test_parse_rejects_llvar_longer_than_max(void) {
   /* iso87a DE2 with length 20 (max 19). */
-  load_hex("30323030" "34303030303030303030303030303030" "3230"
+  load_hex("30323030"
+           "34303030303030303030303030303030"
+           "3230"
            "3437363137333930303130313030313030303030");
   CU_ASSERT_EQUAL(parse("iso87a"), ISO_E_TOO_LONG);
   CU_ASSERT_EQUAL(err.field, 2);
@@ -242,7 +258,8 @@ static void test_parse_rejects_llvar_longer_than_max(void) {
 /* iso87a DE44 (ans..25, LL): lengths 0, 25 accepted; 26 refused. */
 static void test_parse_llvar_boundary_lengths(void) {
   char hex[512];
-  const char *head = "30313130" "30303030303030303030313030303030";
+  const char *head = "30313130"
+                     "30303030303030303030313030303030";
   for (int len = 0; len <= 26; len += (len == 0 ? 25 : 1)) {
     int k = snprintf(hex, sizeof hex, "%s%02X%02X", head, '0' + len / 10,
                      '0' + len % 10);
@@ -261,9 +278,12 @@ static void test_parse_llvar_boundary_lengths(void) {
 }
 
 static void test_parse_rejects_non_digit_ascii_length(void) {
-  load_hex("30323030" "40000000000000000000000000000000"); /* bad hex */
+  load_hex("30323030"
+           "40000000000000000000000000000000"); /* bad hex */
   CU_ASSERT_EQUAL(parse("iso87a"), ISO_E_BAD_BITMAP);
-  load_hex("30323030" "34303030303030303030303030303030" "3141");
+  load_hex("30323030"
+           "34303030303030303030303030303030"
+           "3141");
   CU_ASSERT_EQUAL(parse("iso87a"), ISO_E_BAD_LENGTH);
   CU_ASSERT_EQUAL(err.field, 2);
 }
@@ -291,8 +311,11 @@ static void test_parse_rejects_control_character_in_ans(void) {
 
 static void test_parse_signed_amount_x_n(void) {
   /* iso87a: DE3, DE4, DE11, DE28 (x+n 8), DE41. */
-  const char *base = "30323030" "33303230303031303030383030303030"
-                     "303030303030" "303030303030303031303030" "303030313233";
+  const char *base = "30323030"
+                     "33303230303031303030383030303030"
+                     "303030303030"
+                     "303030303030303031303030"
+                     "303030313233";
   char hex[512];
   int64_t v;
   snprintf(hex, sizeof hex, "%s%s%s", base, "433030303030313530",
@@ -335,7 +358,10 @@ static void test_parse_rejects_invalid_de55(void) {
 
 static void test_parse_reports_missing_mandatory_field(void) {
   /* iso87b 0200 with DE3 and DE11 only: DE41 is mandatory. */
-  load_hex("0200" "2020000000000000" "000000" "000001");
+  load_hex("0200"
+           "2020000000000000"
+           "000000"
+           "000001");
   CU_ASSERT_EQUAL_FATAL(parse("iso87b"), 0);
   CU_ASSERT_EQUAL(iso_check_mandatory(&m, &err), ISO_E_MISSING);
   CU_ASSERT_EQUAL(err.field, 41);
@@ -345,7 +371,10 @@ static void test_parse_field_variant_by_mti_and_processing_code(void) {
   static iso_dialect_t d;
   static const iso_variant_t variants[] = {
       /* In 01xx balance inquiries (proc 31....), DE54 is fixed an 12. */
-      {"01..", "31", 2, 54,
+      {"01..",
+       "31",
+       2,
+       54,
        {"additional amounts (balance)", 12, ISO_LEN_FIXED, 0, ISO_ENC_ASCII,
         ISO_CLS_AN, 0, 0}},
   };
@@ -355,7 +384,9 @@ static void test_parse_field_variant_by_mti_and_processing_code(void) {
   d.nvariants = 1;
   CU_ASSERT_EQUAL_FATAL(iso_dialect_check(&d, &err), 0);
   /* 0100, DE3 310000, DE54 fixed "001826C00000" (12 chars, no prefix). */
-  load_hex("30313030" "32303030303030303030303030343030" "333130303030"
+  load_hex("30313030"
+           "32303030303030303030303030343030"
+           "333130303030"
            "303031383236433030303030");
   CU_ASSERT_EQUAL_FATAL(iso_parse(&m, &d, msg, msglen, &err), 0);
   CU_ASSERT_EQUAL(m.f[54].variant, 1);
@@ -373,7 +404,9 @@ static void test_parse_undefined_field_is_refused(void) {
   memcpy(&d, D("iso87b"), sizeof d);
   d.name = "iso87b-no-de48";
   d.fields[48].name = NULL;
-  load_hex("0200" "0000000000010000" "0003414243");
+  load_hex("0200"
+           "0000000000010000"
+           "0003414243");
   CU_ASSERT_EQUAL(iso_parse(&m, &d, msg, msglen, &err), ISO_E_UNDEFINED_FIELD);
   CU_ASSERT_EQUAL(err.field, 48);
   CU_ASSERT_EQUAL(err.offset, 10);
@@ -385,8 +418,10 @@ static void test_parse_ebcdic_bitmap_dialect(void) {
   d.name = "iso87e-hexbitmap";
   d.bitmap_enc = ISO_ENC_EBCDIC;
   /* 0800, bitmap "0220000000000000" in EBCDIC, DE7, DE11. */
-  load_hex("F0F8F0F0" "F0F2F2F0F0F0F0F0F0F0F0F0F0F0F0F0"
-           "F1F1F2F3F1F0F3F0F0F0" "F0F0F0F1F2F3");
+  load_hex("F0F8F0F0"
+           "F0F2F2F0F0F0F0F0F0F0F0F0F0F0F0F0"
+           "F1F1F2F3F1F0F3F0F0F0"
+           "F0F0F0F1F2F3");
   CU_ASSERT_EQUAL_FATAL(iso_parse(&m, &d, msg, msglen, &err), 0);
   assert_text(7, "1123103000");
   assert_text(11, "000123");
@@ -415,7 +450,9 @@ static void test_get_accessors_report_absent_class_and_space(void) {
 
 static void test_get_u64_reports_overflow(void) {
   /* iso87b 0400 with DE90 (n 42): too many digits for 64 bits. */
-  load_hex("0400" "8000000000000000" "0000004000000000"
+  load_hex("0400"
+           "8000000000000000"
+           "0000004000000000"
            "123456789012345678901234567890123456789012");
   CU_ASSERT_EQUAL_FATAL(parse("iso87b"), 0);
   uint64_t v;
@@ -504,8 +541,7 @@ int main(void) {
       {"get_accessors_report_absent_class_and_space",
        test_get_accessors_report_absent_class_and_space},
       {"get_u64_reports_overflow", test_get_u64_reports_overflow},
-      {"parse_survives_random_mutations",
-       test_parse_survives_random_mutations},
+      {"parse_survives_random_mutations", test_parse_survives_random_mutations},
       {NULL, NULL}};
   tu_init();
   tu_add_suite("iso8583_parse", tests);
