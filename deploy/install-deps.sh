@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# deploy/install-deps.sh — installs the Debian 12 packages the switch needs to
+# build and test.  Idempotent and non-interactive: packages already installed
+# are left alone, and apt-get update runs only when something is missing.
+# Runs as root, or as a user with sudo.
+#
+#   deploy/install-deps.sh          install what is missing
+#   deploy/install-deps.sh --check  list what is missing; exit 1 if anything is
+set -euo pipefail
+
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+PACKAGES=(
+  build-essential    # gcc, make, libc headers
+  cmake
+  pkg-config
+  ninja-build        # optional for the build, used when present
+  clang              # clang 14: fuzzers, and the warning check of the asan tree
+  libclang-rt-14-dev # clang's libFuzzer, ASan, UBSan and LSan runtimes
+  llvm               # llvm-symbolizer: file:line in sanitizer reports
+  clang-format       # style check in deploy/test.sh
+  libuv1-dev
+  libssl-dev
+  libpq-dev
+  libprotobuf-c-dev
+  protobuf-c-compiler
+  libcunit1-dev
+  libjansson-dev
+  jq                 # JSON checks in shell tests
+  xxd                # hex to bytes in shell tests
+)
+
+check_only=0
+case "${1:-}" in
+--check) check_only=1 ;;
+"") ;;
+-h | --help)
+  sed -n '2,8s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  exit 0
+  ;;
+*) sw_die "unknown argument '$1' (try --help)" ;;
+esac
+
+if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+  sw_die "dpkg/apt-get not found: this script supports Debian 12 only; install the equivalents of: ${PACKAGES[*]}"
+fi
+
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  status=$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null || true)
+  if [[ "$status" != installed ]]; then missing+=("$pkg"); fi
+done
+
+if ((${#missing[@]} == 0)); then
+  sw_log "install-deps: all ${#PACKAGES[@]} packages are installed"
+  exit 0
+fi
+
+if ((check_only)); then
+  printf 'missing: %s\n' "${missing[*]}"
+  exit 1
+fi
+
+sw_log "install-deps: installing ${missing[*]}"
+
+as_root=()
+if ((EUID != 0)); then
+  command -v sudo >/dev/null 2>&1 ||
+    sw_die "not root and sudo is not installed; as root run: apt-get install ${missing[*]}"
+  as_root=(sudo)
+fi
+
+apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get
+  -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0)
+"${apt[@]}" update -q ||
+  sw_die "apt-get update failed (network or sources.list?)"
+"${apt[@]}" install -y -q --no-install-recommends "${missing[@]}" ||
+  sw_die "apt-get install failed for: ${missing[*]}"
+
+sw_log "install-deps: installed ${missing[*]}"

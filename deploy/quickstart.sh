@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317 # step functions are called through sw_step_run
+# deploy/quickstart.sh — from a fresh Debian 12 machine (root, or a user with
+# sudo) to a running system: installs what is missing, builds, and runs the
+# main job.  Safe to run again; each step redoes only what it must.
+#
+# Steps, in order; the first that fails stops the script:
+#   deps     deploy/install-deps.sh
+#   build    build/ (gcc, RelWithDebInfo), every target
+#   samples  decodes tests/data/samples/<dialect>-<what>.hex with
+#            build/iso8583/iso8583 decode --dialect <dialect>, where
+#            <dialect> is the longest name in 'iso8583 dialects' that the
+#            file name starts with (dialect names may contain '-')
+#
+# Environment:
+#   SW_SKIP_DEPS=1   do not run deploy/install-deps.sh
+set -euo pipefail
+
+# shellcheck source=deploy/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$SW_ROOT"
+
+CLI="$SW_ROOT/build/iso8583/iso8583"
+SAMPLES="$SW_ROOT/tests/data/samples"
+
+# --- steps -----------------------------------------------------------------
+
+step_deps() {
+  bash "$SW_ROOT/deploy/install-deps.sh"
+}
+
+step_build() {
+  sw_build_main
+}
+
+# Decodes every sample; fails if any does not decode.
+step_samples() {
+  [[ -x "$CLI" ]] || sw_die "$CLI was not built"
+  local files=() f name dialect out failed=0
+  if [[ -d "$SAMPLES" ]]; then
+    mapfile -t files < <(find "$SAMPLES" -maxdepth 1 -type f -name '*.hex' | sort)
+  fi
+  if ((${#files[@]} == 0)); then
+    echo "note: no sample messages yet (tests/data/samples/<dialect>-<what>.hex);"
+    echo "      nothing to decode.  Try: $CLI --help"
+    return 0
+  fi
+  # Dialect names may contain '-' (iso87a-bbitmap), so the dialect of
+  # <dialect>-<what>.hex is the longest built-in name that the file name
+  # starts with, followed by '-'; failing that, the part before the first '-'.
+  local known=() d
+  mapfile -t known < <("$CLI" dialects | awk '{ print $1 }')
+  for f in "${files[@]}"; do
+    name=$(basename "$f" .hex)
+    dialect=${name%%-*}
+    for d in "${known[@]}"; do
+      if [[ "$name" == "$d"-* && ${#d} -gt ${#dialect} ]]; then dialect=$d; fi
+    done
+    printf '\n--- %s (dialect %s)\n' "${f#"$SW_ROOT"/}" "$dialect"
+    if out=$("$CLI" decode --dialect "$dialect" <"$f"); then
+      if command -v jq >/dev/null 2>&1 && jq empty <<<"$out" 2>/dev/null; then
+        jq . <<<"$out"
+      else
+        printf '%s\n' "$out"
+      fi
+    else
+      printf '%s\n' "$out"
+      echo "error: $name did not decode" >&2
+      failed=$((failed + 1))
+    fi
+  done
+  echo
+  echo "samples: $((${#files[@]} - failed)) decoded, $failed failed"
+  ((failed == 0))
+}
+
+# Later steps (not yet written), kept here so the order is clear:
+#   db      start PostgreSQL on 127.0.0.1 with its cluster under var/pg/
+#           (var/ holds all runtime state and is ignored by git).
+#           PostgreSQL refuses to run as root, so as root this step will run
+#           the server as an unprivileged user that it creates.
+#   switch  start the switch on loopback against that database.
+
+# --- main ------------------------------------------------------------------
+
+STEPS=(deps build samples)
+
+sw_log "quickstart in $SW_ROOT"
+for step in "${STEPS[@]}"; do
+  if [[ "$step" == deps ]] && sw_truthy SW_SKIP_DEPS; then
+    sw_step_skip deps SW_SKIP_DEPS
+    continue
+  fi
+  sw_step_run "$step" "step_$step"
+  if ! sw_step_ok "$step"; then
+    printf '\n==== summary ====\n'
+    sw_step_summary || true
+    sw_die "quickstart stopped at step '$step'"
+  fi
+done
+
+printf '\n==== summary ====\n'
+sw_step_summary
+echo "quickstart: done.  Run the test suite with deploy/test.sh"
