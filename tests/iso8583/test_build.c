@@ -292,6 +292,42 @@ static void test_build_one_bitmap_dialect_refuses_high_fields(void) {
   CU_ASSERT_EQUAL(iso_set_text(&b, 70, "301", 3), ISO_E_UNDEFINED_FIELD);
 }
 
+/* Binary length prefixes: one byte for LL, two bytes big-endian for LLL. */
+static void test_build_and_parse_binary_length_prefixes(void) {
+  static iso_dialect_t d;
+  static iso_builder_t b;
+  static iso_msg_t m;
+  memcpy(&d, D("iso87b"), sizeof d);
+  d.name = "binary-prefixes";
+  d.fields[44].len_enc = ISO_ENC_BINARY;
+  d.fields[48].len_enc = ISO_ENC_BINARY;
+  CU_ASSERT_EQUAL_FATAL(iso_dialect_check(&d, NULL), 0);
+  char big[300];
+  memset(big, 'x', sizeof big);
+  iso_builder_init(&b, &d, "0110");
+  SET(&b, 44, "OK");
+  CU_ASSERT_EQUAL(iso_set_text(&b, 48, big, 300), 0);
+  uint8_t out[512];
+  size_t ol;
+  CU_ASSERT_EQUAL_FATAL(iso_build(&b, out, sizeof out, &ol, NULL), 0);
+  /* MTI (2) + bitmap (8), DE44: 0x02 "OK", DE48: 0x01 0x2C then 300 x. */
+  CU_ASSERT_EQUAL(ol, 2 + 8 + 1 + 2 + 2 + 300);
+  CU_ASSERT_EQUAL(out[10], 0x02);
+  CU_ASSERT_EQUAL(out[13], 0x01);
+  CU_ASSERT_EQUAL(out[14], 0x2C);
+  CU_ASSERT_EQUAL_FATAL(iso_parse(&m, &d, out, ol, NULL), 0);
+  CU_ASSERT_EQUAL(m.f[48].units, 300);
+  CU_ASSERT_EQUAL(m.f[44].hlen, 1);
+  CU_ASSERT_EQUAL(m.f[48].hlen, 2);
+  /* A binary length above the maximum (999) is refused. */
+  out[13] = 0x03;
+  out[14] = 0xE8;
+  iso_err_t err = {0};
+  CU_ASSERT_EQUAL(iso_parse(&m, &d, out, ol, &err), ISO_E_TOO_LONG);
+  CU_ASSERT_EQUAL(err.field, 48);
+  CU_ASSERT_EQUAL(err.available, 1000);
+}
+
 int main(void) {
   static const tu_test_t tests[] = {
       {"build_from_values_gives_golden_bytes",
@@ -311,6 +347,8 @@ int main(void) {
        test_build_packs_track2_separator_and_pads},
       {"build_set_u64_pads_and_refuses_overflow",
        test_build_set_u64_pads_and_refuses_overflow},
+      {"build_and_parse_binary_length_prefixes",
+       test_build_and_parse_binary_length_prefixes},
       {"build_one_bitmap_dialect_refuses_high_fields",
        test_build_one_bitmap_dialect_refuses_high_fields},
       {NULL, NULL}};
