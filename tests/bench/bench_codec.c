@@ -15,6 +15,10 @@
  *            (the response path: raw field bytes copied)
  *
  * Run: cmake --build build --target bench   (Release or RelWithDebInfo)
+ *
+ * Single-operation mode, for instruction counts that do not depend on load:
+ *   valgrind --tool=callgrind build/tests/bench/bench_codec parse iso87b 100000
+ * runs one operation on one dialect COUNT times, untimed.
  */
 #define _GNU_SOURCE
 #include "iso8583.h"
@@ -169,7 +173,26 @@ static void run(ctx_t *c, const char *name, void (*op)(ctx_t *)) {
          t[0], t[RUNS - 1], per);
 }
 
-int main(void) {
+static int single(ctx_t *c, const char *op, const char *dialect,
+                  const char *count, const char *const *gold, const char *mti) {
+  void (*fn)(ctx_t *) = strcmp(op, "walk") == 0      ? op_walk
+                        : strcmp(op, "parse") == 0   ? op_parse
+                        : strcmp(op, "build") == 0   ? op_build
+                        : strcmp(op, "rebuild") == 0 ? op_rebuild
+                                                     : NULL;
+  long n = strtol(count, NULL, 10);
+  c->d = iso_dialect_find(dialect);
+  c->mti = mti;
+  c->len = golden_bytes(gold, c->msg, sizeof c->msg);
+  if (!fn || n <= 0 || !c->d || iso_parse(&c->m, c->d, c->msg, c->len, NULL))
+    return 2;
+  for (long i = 0; i < n; i++)
+    fn(c);
+  printf("%s %s: %ld operations\n", op, dialect, n);
+  return 0;
+}
+
+int main(int argc, char **argv) {
   static ctx_t c;
   struct {
     const char *dialect, *mti;
@@ -180,6 +203,15 @@ int main(void) {
                {"iso93a", "1200", golden_iso93a_sale}};
   if (tu_unhex(GOLDEN_ICC, c.icc, sizeof c.icc) != GOLDEN_ICC_LEN)
     return 1;
+  if (argc == 4) {
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+      if (strcmp(argv[2], cases[i].dialect) == 0)
+        return single(&c, argv[1], argv[2], argv[3], cases[i].gold,
+                      cases[i].mti);
+    fprintf(stderr, "usage: bench_codec [walk|parse|build|rebuild "
+                    "iso87a|iso87b|iso87e|iso93a COUNT]\n");
+    return 2;
+  }
   printf("ISO 8583 codec: 0200 purchase, 19 fields, 104-byte DE55; "
          "%d runs x %d messages\n",
          RUNS, ITER);
