@@ -50,6 +50,13 @@ typedef struct hsm__backend_s {
                          hsm_key_info_t *out);
   int (*key_export_tr31)(hsm_t *h, const char *label, const char *kek_label,
                          char *out, size_t cap, hsm_key_info_t *info);
+  int (*key_import_ecb)(hsm_t *h, const char *label, hsm_usage_t usage,
+                        const char *kek_label, const uint8_t *cryptogram,
+                        size_t len, const char *expected_kcv,
+                        int64_t not_after_old, hsm_key_info_t *out);
+  int (*key_export_ecb)(hsm_t *h, const char *label, const char *kek_label,
+                        uint8_t *cryptogram, size_t cap, size_t *len,
+                        hsm_key_info_t *info);
   int (*key_rotate)(hsm_t *h, const char *label, int64_t not_after_old,
                     hsm_key_info_t *out);
   int (*key_destroy)(hsm_t *h, const char *label, hsm_key_info_t *info);

@@ -474,6 +474,54 @@ int hsm_key_export_tr31(hsm_t *h, const char *label, const char *kek_label,
   return rc;
 }
 
+int hsm_key_import_ecb(hsm_t *h, const char *label, hsm_usage_t usage,
+                       const char *kek_label, const uint8_t *cryptogram,
+                       size_t len, const char *expected_kcv,
+                       int64_t not_after_old, const char *who,
+                       hsm_key_info_t *out) {
+  if (!h || !label || !kek_label || !cryptogram || !expected_kcv ||
+      !usage_ok(usage) || (len != 16 && len != 24))
+    return HSM_E_INVAL;
+  if (!h->be->key_import_ecb)
+    return HSM_E_UNSUPPORTED;
+  hsm_key_info_t info;
+  int rc = h->be->key_import_ecb(h, label, usage, kek_label, cryptogram, len,
+                                 expected_kcv, not_after_old, &info);
+  if (rc == HSM_E_KCV_MISMATCH) {
+    hsm__audit(h, HSM_AUDIT_CHECK_FAILED, who, &info, rc,
+               "imported key check value differs from the expected one");
+    return rc;
+  }
+  if (rc)
+    info_of(&info, label, usage, HSM_ALG_TDES);
+  char detail[96];
+  snprintf(detail, sizeof detail, "TDES-ECB under %s", kek_label);
+  hsm__audit(h, HSM_AUDIT_IMPORTED, who, &info, rc, detail);
+  if (!rc && out)
+    *out = info;
+  return rc;
+}
+
+int hsm_key_export_ecb(hsm_t *h, const char *label, const char *kek_label,
+                       uint8_t *cryptogram, size_t cap, size_t *len,
+                       const char *who, hsm_key_info_t *out) {
+  if (!h || !label || !kek_label || !cryptogram || !len)
+    return HSM_E_INVAL;
+  if (!h->be->key_export_ecb)
+    return HSM_E_UNSUPPORTED;
+  hsm_key_info_t info;
+  int rc =
+      h->be->key_export_ecb(h, label, kek_label, cryptogram, cap, len, &info);
+  if (rc)
+    info_of(&info, label, 0, 0);
+  char detail[96];
+  snprintf(detail, sizeof detail, "TDES-ECB under %s", kek_label);
+  hsm__audit(h, HSM_AUDIT_EXPORTED, who, &info, rc, detail);
+  if (!rc && out)
+    *out = info;
+  return rc;
+}
+
 int hsm_key_rotate(hsm_t *h, const char *label, int64_t not_after_old,
                    const char *who, hsm_key_info_t *out) {
   if (!h || !label)

@@ -395,6 +395,22 @@ int hsm_key_import_tr31(hsm_t *h, const char *label, hsm_usage_t usage,
  * kek_label (NUL-terminated in out). */
 int hsm_key_export_tr31(hsm_t *h, const char *label, const char *kek_label,
                         char *out, size_t cap, const char *who);
+/* Legacy key exchange, still what many networks' 0800 key changes and many
+ * terminals' key downloads carry: a TDES key encrypted with TDES-ECB under
+ * a ZMK or TMK (ANSI X9.17 style), with its check value.  Weaker than
+ * TR-31 (nothing binds the key to its usage), so the expected check value
+ * is mandatory on import.  Import: cryptogram is 16 or 24 bytes. */
+int hsm_key_import_ecb(hsm_t *h, const char *label, hsm_usage_t usage,
+                       const char *kek_label, const uint8_t *cryptogram,
+                       size_t len, const char *expected_kcv,
+                       int64_t not_after_old, const char *who,
+                       hsm_key_info_t *out);
+/* Export of the current version of label (a TDES key) under kek_label,
+ * e.g. a freshly generated TPK or TAK for a terminal's sign-on key
+ * download; *len receives the cryptogram length, out->kcv its check. */
+int hsm_key_export_ecb(hsm_t *h, const char *label, const char *kek_label,
+                       uint8_t *cryptogram, size_t cap, size_t *len,
+                       const char *who, hsm_key_info_t *out);
 /* A new version of label (same usage and algorithm); the previous one
  * stays usable until not_after_old (0: for as long as it exists). */
 int hsm_key_rotate(hsm_t *h, const char *label, int64_t not_after_old,

@@ -663,6 +663,63 @@ static int soft_key_export_tr31(hsm_t *h, const char *label,
   return rc;
 }
 
+/* Legacy exchange: TDES-ECB under a TDES ZMK or TMK.  Only TDES keys
+ * travel this way (AES keys go in TR-31 blocks). */
+static int soft_key_import_ecb(hsm_t *h, const char *label, hsm_usage_t usage,
+                               const char *kek_label, const uint8_t *cryptogram,
+                               size_t len, const char *expected_kcv,
+                               int64_t not_after_old, hsm_key_info_t *out) {
+  hsm__key_t *kek;
+  int rc = kek_for(h, kek_label, &kek);
+  if (rc)
+    return rc;
+  if (kek->alg != HSM_ALG_TDES)
+    return HSM_E_KEY_USAGE;
+  uint8_t key[24], kcv[3];
+  char hex[7];
+  rc = hsm__ecb(&kek->cipher, 0, cryptogram, key, len);
+  if (!rc)
+    rc = hsm__kcv(HSM__TDES, key, len, kcv, 3);
+  if (!rc) {
+    hsm__kcv_hex(kcv, hex);
+    if (strncmp(hex, expected_kcv, 6) != 0) {
+      memset(out, 0, sizeof *out);
+      snprintf(out->label, sizeof out->label, "%s", label);
+      out->usage = usage;
+      out->alg = HSM_ALG_TDES;
+      memcpy(out->kcv, hex, sizeof hex);
+      rc = HSM_E_KCV_MISMATCH;
+    }
+  }
+  if (!rc) {
+    hsm__des_set_parity(key, len);
+    rc = store_key(h, label, usage, HSM_ALG_TDES, key, len, not_after_old, out);
+  }
+  hsm__cleanse(key, sizeof key);
+  return rc;
+}
+
+static int soft_key_export_ecb(hsm_t *h, const char *label,
+                               const char *kek_label, uint8_t *cryptogram,
+                               size_t cap, size_t *len, hsm_key_info_t *info) {
+  hsm__key_t *kek, *k = hsm__ks_find(SOFT(h), label, 0);
+  if (!k)
+    return HSM_E_KEY_NOT_FOUND;
+  int rc = kek_for(h, kek_label, &kek);
+  if (rc)
+    return rc;
+  if (kek->alg != HSM_ALG_TDES || k->alg != HSM_ALG_TDES || k->len < 16)
+    return HSM_E_KEY_USAGE;
+  if (cap < k->len)
+    return HSM_E_INVAL;
+  rc = hsm__ecb(&kek->cipher, 1, k->key, cryptogram, k->len);
+  if (!rc) {
+    *len = k->len;
+    info_from(k, info);
+  }
+  return rc;
+}
+
 static int soft_key_rotate(hsm_t *h, const char *label, int64_t not_after_old,
                            hsm_key_info_t *out) {
   hsm__key_t *k = hsm__ks_find(SOFT(h), label, 0);
@@ -706,6 +763,8 @@ const hsm__backend_t hsm__soft_backend = {
     .key_import_clear = soft_key_import_clear,
     .key_import_tr31 = soft_key_import_tr31,
     .key_export_tr31 = soft_key_export_tr31,
+    .key_import_ecb = soft_key_import_ecb,
+    .key_export_ecb = soft_key_export_ecb,
     .key_rotate = soft_key_rotate,
     .key_destroy = soft_key_destroy,
 };
