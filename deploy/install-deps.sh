@@ -29,6 +29,9 @@ PACKAGES=(
   libjansson-dev
   jq                 # JSON checks in shell tests
   xxd                # hex to bytes in shell tests
+  openssl            # independent check values in the key tool's tests
+  libp11-kit-dev     # the OASIS PKCS#11 header (pkcs11 HSM backend)
+  softhsm2           # a real PKCS#11 token for the pkcs11 backend's tests
 )
 
 check_only=0
