@@ -49,7 +49,7 @@ const iso_field_def_t *iso__resolve(const iso_dialect_t *d, int n,
   *variant = 0;
   for (size_t i = 0; i < d->nvariants; i++) {
     const iso_variant_t *v = &d->variants[i];
-    if (v->field != n || !iso__pattern_match(v->mti, mti, 4))
+    if (v->field != n || !iso__mti_match(v->mti, mti))
       continue;
     if (v->proc_len &&
         (!proc || n <= 3 || !iso__pattern_match(v->proc, proc, v->proc_len)))

@@ -495,7 +495,7 @@ int iso_check_mandatory(const iso_msg_t *m, iso_err_t *err) {
   const iso_dialect_t *d = m->dialect;
   for (size_t i = 0; i < d->nmandatory; i++) {
     const iso_mandatory_t *r = &d->mandatory[i];
-    if (!iso__pattern_match(r->mti, m->mti, 4))
+    if (!iso__mti_match(r->mti, m->mti))
       continue;
     for (int w = 0; w < 3; w++) {
       uint64_t missing = r->fields[w] & ~m->bitmap[w];
