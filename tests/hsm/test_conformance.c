@@ -8,9 +8,14 @@
  * backend.  A test that needs a capability the backend lacks is skipped
  * with a message, never passed silently.
  *
- * Backend: $SW_HSM_BACKEND (default "soft").
+ * Backend: $SW_HSM_BACKEND (default "soft").  With "payshield" the suite
+ * runs against the payShield simulator (tests/sim) on this loop, with
+ * $SW_PAYSHIELD_CONNECTIONS connections (default 2); that backend takes no
+ * clear keys, so the fixture provisions each key as a cryptogram under
+ * the simulator's test LMK in the key table and reopens the backend.
  */
 #include "hsm.h"
+#include "payshield_sim.h"
 #include "testutil.h"
 #include "vectors.h"
 
@@ -27,6 +32,9 @@ static uv_loop_t loop;
 static hsm_t *h;
 static char dir[64];
 static char ks_path[128], mk_path[128];
+static hsm_config_t conf_cfg; /* what suite_init opened, for reopening */
+static ps_sim_t *sim;         /* payshield only */
+static char table_path[128];
 
 /* Audit events seen, for the life-cycle tests. */
 static hsm_audit_event_t events[64];
@@ -84,9 +92,31 @@ static void on_done(hsm_req_t *req) {
 /* ------------------------------------------------------------------------ */
 /* Fixture                                                                   */
 
+/* A backend without clear-key entry (payshield): the key goes into its key
+ * table as a cryptogram under the simulator's test LMK, and the backend is
+ * reopened to read it.  Only TDES keys exist on a payShield variant LMK. */
+static void provision_in_table(const char *label, hsm_usage_t usage,
+                               hsm_alg_t alg, const char *hex) {
+  char crypt[50], kcv[7];
+  if (alg != HSM_ALG_TDES)
+    return;
+  CU_ASSERT_EQUAL_FATAL(ps_sim_wrap_key(usage, hex, crypt, sizeof crypt, kcv),
+                        0);
+  FILE *f = fopen(table_path, "a");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fprintf(f, "%s %s %s %s\n", label, hsm_usage_name(usage), crypt, kcv);
+  fclose(f);
+  hsm_close(h);
+  CU_ASSERT_EQUAL_FATAL(hsm_open(&h, &loop, &conf_cfg, NULL, 0), 0);
+}
+
 static void import_hex(const char *label, hsm_usage_t usage, hsm_alg_t alg,
                        const char *hex) {
   uint8_t key[32], c1[32], c2[32];
+  if (sim) {
+    provision_in_table(label, usage, alg, hex);
+    return;
+  }
   size_t n = tu_unhex(hex, key, sizeof key);
   CU_ASSERT_FATAL(n != (size_t)-1 && n > 0);
   /* Two components that XOR to the key: a random one and the rest. */
@@ -122,6 +152,21 @@ static int suite_init(void) {
                       .master_key_path = mk_path,
                       .create = 1,
                       .audit = on_audit};
+  if (strcmp(cfg.backend, "payshield") == 0) {
+    const char *nc = getenv("SW_PAYSHIELD_CONNECTIONS");
+    snprintf(table_path, sizeof table_path, "%s/payshield.keys", dir);
+    f = fopen(table_path, "w");
+    if (!f || ps_sim_start(&sim, &loop, 0, 4))
+      return -1;
+    fputs("# conformance keys, under the simulator's TEST LMK\n", f);
+    fclose(f);
+    chmod(table_path, 0600);
+    cfg.payshield_host = "127.0.0.1";
+    cfg.payshield_port = ps_sim_port(sim);
+    cfg.payshield_key_table = table_path;
+    cfg.payshield_connections = nc ? (unsigned)atoi(nc) : 2;
+  }
+  conf_cfg = cfg;
   char err[256];
   if (hsm_open(&h, &loop, &cfg, err, sizeof err)) {
     fprintf(stderr, "hsm_open: %s\n", err);
@@ -132,6 +177,10 @@ static int suite_init(void) {
 
 static int suite_clean(void) {
   hsm_close(h);
+  if (sim) {
+    ps_sim_stop(sim);
+    unlink(table_path);
+  }
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
   unlink(ks_path);
@@ -783,18 +832,17 @@ static void test_key_store_reopens_with_the_same_keys(void) {
   hsm_key_info_t before, after;
   CU_ASSERT_EQUAL_FATAL(hsm_key_info(h, "i.zpk", &before), 0);
   hsm_close(h);
-  hsm_config_t cfg = {.backend = "soft",
-                      .keystore_path = ks_path,
-                      .master_key_path = mk_path,
-                      .audit = on_audit};
+  hsm_config_t cfg = conf_cfg;
+  cfg.create = 0;
   CU_ASSERT_EQUAL_FATAL(hsm_open(&h, &loop, &cfg, NULL, 0), 0);
   CU_ASSERT_EQUAL(hsm_key_info(h, "i.zpk", &after), 0);
   CU_ASSERT_STRING_EQUAL(before.kcv, after.kcv);
-  /* Loose permissions on the store: refused at open. */
+  /* Loose permissions on the file the keys come from: refused at open. */
+  const char *keys = sim ? table_path : ks_path;
   hsm_t *h2 = NULL;
-  chmod(ks_path, 0644);
+  chmod(keys, 0644);
   CU_ASSERT_EQUAL(hsm_open(&h2, &loop, &cfg, NULL, 0), HSM_E_PERMISSIONS);
-  chmod(ks_path, 0600);
+  chmod(keys, 0600);
   cfg.backend = "nonesuch";
   char err[128];
   CU_ASSERT_EQUAL(hsm_open(&h2, &loop, &cfg, err, sizeof err), HSM_E_INVAL);
