@@ -17,14 +17,14 @@
 #   SW_SKIP_ASAN=1   skip build-asan/ and its ctest run
 #   SW_SKIP_FUZZ=1   skip build-fuzz/ and the fuzzers
 #   SW_SKIP_DEPS=1   do not run deploy/install-deps.sh
-#   FUZZ_SECONDS=N   total fuzzing time shared by the targets (default 80)
+#   FUZZ_SECONDS=N   total fuzzing time shared by the targets (default 140)
 set -euo pipefail
 
 # shellcheck source=deploy/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$SW_ROOT"
 
-FUZZ_SECONDS=${FUZZ_SECONDS:-80}
+FUZZ_SECONDS=${FUZZ_SECONDS:-140}
 if ! [[ "$FUZZ_SECONDS" =~ ^[0-9]+$ ]] || ((FUZZ_SECONDS == 0)); then
   sw_die "FUZZ_SECONDS must be a positive number of seconds, got '$FUZZ_SECONDS'"
 fi

@@ -64,6 +64,7 @@
 #include "backend.h"
 #include "crypto.h"
 #include "keystore.h"
+#include "payshield_internal.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -95,26 +96,6 @@
 /* Returned by the encoders for "no need to ask: the verification fails"
  * (a malformed PVV or CVV from the card, as the soft backend treats it). */
 #define PS_VERDICT_FAILED 1
-
-/* ------------------------------------------------------------------------ */
-/* Test seam: internal functions the unit tests call directly (declared     */
-/* again in tests/hsm/test_payshield.c, with the same signatures).          */
-
-typedef struct hsm__ps_table_s hsm__ps_table_t;
-
-int hsm__ps_table_parse(const char *text, size_t len, hsm__ps_table_t **out,
-                        char *err, size_t errcap);
-int hsm__ps_table_load(const char *path, hsm__ps_table_t **out, char *err,
-                       size_t errcap);
-void hsm__ps_table_free(hsm__ps_table_t *t);
-int hsm__ps_encode(const hsm__ps_table_t *t, unsigned header_len, uint32_t tag,
-                   hsm_op_t op, const void *args, char *out, size_t cap,
-                   size_t *outlen);
-int hsm__ps_decode(const char *cmd, hsm_pin_format_t dst_format,
-                   const char *msg, size_t len, unsigned header_len,
-                   uint32_t *tag, hsm_req_t *req, unsigned *pin_len);
-int hsm__ps_status(const char *cmd, const char *code, hsm_verify_t *verify);
-uint64_t hsm__ps_counter(const hsm_t *h, const char *name);
 
 /* ------------------------------------------------------------------------ */
 /* Key table                                                                 */

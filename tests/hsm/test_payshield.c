@@ -7,6 +7,7 @@
  */
 #include "crypto.h"
 #include "hsm.h"
+#include "payshield_internal.h"
 #include "payshield_sim.h"
 #include "testutil.h"
 
@@ -19,22 +20,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
-
-/* The backend's test seam (hsm/payshield.c declares the same). */
-typedef struct hsm__ps_table_s hsm__ps_table_t;
-int hsm__ps_table_parse(const char *text, size_t len, hsm__ps_table_t **out,
-                        char *err, size_t errcap);
-int hsm__ps_table_load(const char *path, hsm__ps_table_t **out, char *err,
-                       size_t errcap);
-void hsm__ps_table_free(hsm__ps_table_t *t);
-int hsm__ps_encode(const hsm__ps_table_t *t, unsigned header_len, uint32_t tag,
-                   hsm_op_t op, const void *args, char *out, size_t cap,
-                   size_t *outlen);
-int hsm__ps_decode(const char *cmd, hsm_pin_format_t dst_format,
-                   const char *msg, size_t len, unsigned header_len,
-                   uint32_t *tag, hsm_req_t *req, unsigned *pin_len);
-int hsm__ps_status(const char *cmd, const char *code, hsm_verify_t *verify);
-uint64_t hsm__ps_counter(const hsm_t *h, const char *name);
 
 #define TPK_HEX "0123456789ABCDEFFEDCBA9876543210"
 #define ZPK_HEX "89E88CF7931444F334BD7547FC3F380C"
