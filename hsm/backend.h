@@ -65,6 +65,9 @@ typedef struct hsm__backend_s {
 struct hsm_s {
   uv_loop_t *loop;
   const hsm__backend_t *be;
+  /* What this instance can do: be->caps, adjusted by be->open when a
+   * capability depends on configuration (pkcs11's insecure PIN mode). */
+  unsigned caps;
   void *state; /* the backend's */
   hsm_audit_cb audit;
   void *audit_ctx;

@@ -70,6 +70,7 @@ int hsm_open(hsm_t **out, struct uv_loop_s *loop, const hsm_config_t *cfg,
     return HSM_E_NOMEM;
   h->loop = loop;
   h->be = be;
+  h->caps = be->caps;
   h->audit = cfg->audit;
   h->audit_ctx = cfg->audit_ctx;
   h->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : HSM__DEFAULT_TIMEOUT_MS;
@@ -83,7 +84,7 @@ int hsm_open(hsm_t **out, struct uv_loop_s *loop, const hsm_config_t *cfg,
 }
 
 unsigned hsm_capabilities(const hsm_t *h) {
-  return h ? h->be->caps : 0;
+  return h ? h->caps : 0;
 }
 
 const char *hsm_backend_name(const hsm_t *h) {

@@ -165,6 +165,14 @@ static int suite_init(void) {
     cfg.payshield_port = ps_sim_port(sim);
     cfg.payshield_key_table = table_path;
     cfg.payshield_connections = nc ? (unsigned)atoi(nc) : 2;
+  } else if (strcmp(cfg.backend, "pkcs11") == 0) {
+    /* A fresh token from deploy/softhsm.sh (the suite expects labels it
+     * has not seen); SW_PKCS11_INSECURE_PIN=1 runs the PIN tests too. */
+    const char *insecure = getenv("SW_PKCS11_INSECURE_PIN");
+    cfg.pkcs11_module = getenv("SW_PKCS11_MODULE");
+    cfg.pkcs11_token = getenv("SW_PKCS11_TOKEN");
+    cfg.pkcs11_pin_file = getenv("SW_PKCS11_PIN_FILE");
+    cfg.pkcs11_insecure_pin = insecure && strcmp(insecure, "1") == 0;
   }
   conf_cfg = cfg;
   char err[256];
@@ -269,7 +277,10 @@ static void test_pin_translate_known_answers(void) {
       printf("\n    vector %s differs ", name);
     ran++;
   }
-  CU_ASSERT(ran >= 1);
+  /* At least one vector ran, unless the backend translates no PINs. */
+  CU_ASSERT(ran >= 1 ||
+            !(hsm_capabilities(h) & (HSM_CAP_PIN_TRANSLATE |
+                                     HSM_CAP_DUKPT_TDES | HSM_CAP_DUKPT_AES)));
   tv_free(&f);
 }
 
@@ -696,10 +707,14 @@ static void test_hundreds_of_requests_in_flight(void) {
                            .block_len = 8,
                            .pan = "4111111111111111",
                            .pan_len = 16};
+  /* PIN translation where the backend has it, a round trip otherwise. */
+  int pin = (hsm_capabilities(h) & HSM_CAP_PIN_TRANSLATE) != 0;
   many_done = 0;
   for (int i = 0; i < N; i++) {
     memset(&reqs[i], 0, sizeof reqs[i]);
-    CU_ASSERT_EQUAL(hsm_pin_translate(h, &reqs[i], &a, on_many), 0);
+    CU_ASSERT_EQUAL(pin ? hsm_pin_translate(h, &reqs[i], &a, on_many)
+                        : hsm_echo(h, &reqs[i], on_many),
+                    0);
   }
   while (many_done < N && uv_run(&loop, UV_RUN_ONCE))
     ;
@@ -838,7 +853,9 @@ static void test_key_store_reopens_with_the_same_keys(void) {
   CU_ASSERT_EQUAL(hsm_key_info(h, "i.zpk", &after), 0);
   CU_ASSERT_STRING_EQUAL(before.kcv, after.kcv);
   /* Loose permissions on the file the keys come from: refused at open. */
-  const char *keys = sim ? table_path : ks_path;
+  const char *keys = sim                                  ? table_path
+                     : strcmp(cfg.backend, "pkcs11") == 0 ? cfg.pkcs11_pin_file
+                                                          : ks_path;
   hsm_t *h2 = NULL;
   chmod(keys, 0644);
   CU_ASSERT_EQUAL(hsm_open(&h2, &loop, &cfg, NULL, 0), HSM_E_PERMISSIONS);
