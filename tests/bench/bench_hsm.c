@@ -12,10 +12,12 @@
  * (what matters for a backend behind a network round trip).
  *
  * Run: cmake --build build --target bench   (RelWithDebInfo or Release)
- * Backend: $SW_HSM_BACKEND: soft (default, on a temporary key store) or
+ * Backend: $SW_HSM_BACKEND: soft (default, on a temporary key store),
  * payshield (against the payShield-protocol simulator in tests/sim, in
  * this process on the same loop, so the figure includes the simulator's
- * own work and is a floor for the client's cost, not an HSM's speed).
+ * own work and is a floor for the client's cost, not an HSM's speed), or
+ * pkcs11 (a SoftHSM2 token: eval "$(deploy/softhsm.sh --env DIR)"; set
+ * SW_PKCS11_INSECURE_PIN=1 to include the PIN operations).
  */
 #include "hsm.h"
 #include "payshield_sim.h"
@@ -212,6 +214,16 @@ int main(void) {
     fclose(t);
     chmod(table, 0600);
   } else {
+    if (strcmp(cfg.backend, "pkcs11") == 0) {
+      /* A token from deploy/softhsm.sh --env; the PIN operations need the
+       * insecure switch (tests and benchmarks only). */
+      const char *insecure = getenv("SW_PKCS11_INSECURE_PIN");
+      cfg.pkcs11_module = getenv("SW_PKCS11_MODULE");
+      cfg.pkcs11_token = getenv("SW_PKCS11_TOKEN");
+      cfg.pkcs11_pin_file = getenv("SW_PKCS11_PIN_FILE");
+      cfg.pkcs11_insecure_pin = insecure && strcmp(insecure, "1") == 0;
+      async_backend = 1;
+    }
     char err[256];
     if (hsm_open(&h, &loop, &cfg, err, sizeof err)) {
       fprintf(stderr, "hsm_open: %s\n", err);
