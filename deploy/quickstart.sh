@@ -11,6 +11,9 @@
 #            build/iso8583/iso8583 decode --dialect <dialect>, where
 #            <dialect> is the longest name in 'iso8583 dialects' that the
 #            file name starts with (dialect names may contain '-')
+#   hsm      a demo key ceremony with the soft HSM under var/hsm-demo/
+#            (hsm-keytool: master key, key store, two custodians'
+#            components per key, the key list with check values)
 #
 # Environment:
 #   SW_SKIP_DEPS=1   do not run deploy/install-deps.sh
@@ -74,6 +77,36 @@ step_samples() {
   ((failed == 0))
 }
 
+# A demo key ceremony with the soft HSM: a master key and key store under
+# var/hsm-demo/ (made once, kept between runs), two custodians' components
+# for a terminal PIN key and a zone PIN key (the public test keys of
+# tests/data/vectors, never for production), and the key list with check
+# values.  Prints no key material.
+step_hsm() {
+  local kt="$SW_ROOT/build/hsm/hsm-keytool" d="$SW_ROOT/var/hsm-demo"
+  [[ -x "$kt" ]] || sw_die "$kt was not built"
+  local args=(--keystore "$d/keys.store" --master-key "$d/master.key"
+    --audit-log "$d/audit.log" --who quickstart)
+  mkdir -p "$d" && chmod 700 "$d"
+  if [[ ! -f "$d/keys.store" ]]; then
+    "$kt" "${args[@]}" init-master-key
+    "$kt" "${args[@]}" init
+    # TPK 0123456789ABCDEFFEDCBA9876543210 (check value 08D7B4) and ZPK
+    # 89E88CF7931444F334BD7547FC3F380C (D1D812), each as two odd-parity
+    # components; the combined key is parity-adjusted, which leaves its
+    # check value unchanged.
+    printf '%s\n%s\n' 0101010101010101FEFEFEFEFEFEFEFE \
+      0123456789ABCDEF0123456789ABCDEF |
+      "$kt" "${args[@]}" import-components demo.terminal.tpk TPK TDES 16 \
+        --kcv 08D7B4
+    printf '%s\n%s\n' 0101010101010101FEFEFEFEFEFEFEFE \
+      89E98CF7921545F2CB438AB902C1C7F2 |
+      "$kt" "${args[@]}" import-components demo.issuer.zpk ZPK TDES 16 \
+        --kcv D1D812
+  fi
+  "$kt" "${args[@]}" list
+}
+
 # Later steps (not yet written), kept here so the order is clear:
 #   db      start PostgreSQL on 127.0.0.1 with its cluster under var/pg/
 #           (var/ holds all runtime state and is ignored by git).
@@ -83,7 +116,7 @@ step_samples() {
 
 # --- main ------------------------------------------------------------------
 
-STEPS=(deps build samples)
+STEPS=(deps build samples hsm)
 
 sw_log "quickstart in $SW_ROOT"
 for step in "${STEPS[@]}"; do
