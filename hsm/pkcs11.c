@@ -1108,6 +1108,23 @@ static int dukpt_aes_pin_key(sess_t *c, const tkey_t *bdk,
   return rc;
 }
 
+/* The clear PIN of j's block under one version of a fixed PIN key. */
+static int pin_under(sess_t *c, job_t *j, int format, const tkey_t *k,
+                     char *pin, size_t *pinlen) {
+  if (format == HSM_PIN_ISO4)
+    return k->m.alg != HSM_ALG_AES ? HSM_E_PIN_FORMAT
+                                   : iso4_decipher(c, k->obj, j->block, j->pan,
+                                                   j->pan_len, pin, pinlen);
+  if (k->m.alg != HSM_ALG_TDES)
+    return HSM_E_PIN_FORMAT;
+  uint8_t clear[8];
+  int rc = tok_ecb(c, HSM_ALG_TDES, 0, k->obj, j->block, clear, 8);
+  if (!rc)
+    rc = hsm__pinblock_decode(format, clear, j->pan, j->pan_len, pin, pinlen);
+  hsm__cleanse(clear, sizeof clear);
+  return rc;
+}
+
 /* The clear PIN from the job's block.  pin holds 13 and is wiped by the
  * caller. */
 static int pin_from_block(sess_t *c, job_t *j, int format, char *pin,
@@ -1140,19 +1157,20 @@ static int pin_from_block(sess_t *c, job_t *j, int format, char *pin,
   }
   static const hsm_usage_t pinkeys[] = {HSM_USAGE_TPK, HSM_USAGE_ZPK};
   if ((rc = key_for(c, j->label, pinkeys, 2, &t, &k)) == 0) {
-    if (format == HSM_PIN_ISO4) {
-      rc = k->m.alg != HSM_ALG_AES ? HSM_E_PIN_FORMAT
-                                   : iso4_decipher(c, k->obj, j->block, j->pan,
-                                                   j->pan_len, pin, pinlen);
-    } else if (k->m.alg != HSM_ALG_TDES) {
-      rc = HSM_E_PIN_FORMAT;
-    } else {
-      uint8_t clear[8];
-      rc = tok_ecb(c, HSM_ALG_TDES, 0, k->obj, j->block, clear, 8);
-      if (!rc)
-        rc = hsm__pinblock_decode(format, clear, j->pan, j->pan_len, pin,
-                                  pinlen);
-      hsm__cleanse(clear, sizeof clear);
+    const tkey_t *cur = k;
+    rc = pin_under(c, j, format, k, pin, pinlen);
+    /* During a zone key changeover the peer may still encipher under the
+     * key it is replacing: a block that does not decode under the current
+     * version is tried under older versions inside their window. */
+    int64_t now = (int64_t)time(NULL);
+    for (size_t i = 0; i < t.n && rc == HSM_E_BAD_PIN_BLOCK; i++) {
+      const tkey_t *o = &t.v[i];
+      if (o->m.role != ROLE_KEY || o->m.version == cur->m.version ||
+          o->m.not_after == 0 || o->m.not_after < now)
+        continue;
+      int orc = pin_under(c, j, format, o, pin, pinlen);
+      if (orc != HSM_E_BAD_PIN_BLOCK && orc != HSM_E_PIN_FORMAT)
+        rc = orc;
     }
   }
   tset_free(&t);

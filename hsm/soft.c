@@ -80,6 +80,24 @@ static int key_for(hsm_t *h, const char *label, const hsm_usage_t *allowed,
 /* ------------------------------------------------------------------------ */
 /* PINs                                                                      */
 
+/* The clear PIN of a block under one version of a fixed PIN key. */
+static int pin_under(hsm__key_t *k, hsm_pin_format_t format,
+                     const uint8_t *block, const char *pan, size_t pan_len,
+                     char *pin, size_t *pin_len) {
+  if (format == HSM_PIN_ISO4)
+    return k->alg != HSM_ALG_AES ? HSM_E_PIN_FORMAT
+                                 : hsm__iso4_decipher(&k->cipher, block, pan,
+                                                      pan_len, pin, pin_len);
+  if (k->alg != HSM_ALG_TDES)
+    return HSM_E_PIN_FORMAT;
+  uint8_t clear[8];
+  int rc = hsm__ecb(&k->cipher, 0, block, clear, 8);
+  if (!rc)
+    rc = hsm__pinblock_decode((int)format, clear, pan, pan_len, pin, pin_len);
+  hsm__cleanse(clear, sizeof clear);
+  return rc;
+}
+
 /* Recovers the clear PIN from a block under src.  pin holds 13 bytes and
  * is wiped by the caller. */
 static int pin_from_block(hsm_t *h, const hsm_pin_key_t *src,
@@ -125,17 +143,21 @@ static int pin_from_block(hsm_t *h, const hsm_pin_key_t *src,
   hsm__key_t *k;
   if ((rc = key_for(h, src->label, pinkeys, 2, &k)))
     return rc;
-  if (format == HSM_PIN_ISO4) {
-    if (k->alg != HSM_ALG_AES)
-      return HSM_E_PIN_FORMAT;
-    return hsm__iso4_decipher(&k->cipher, block, pan, pan_len, pin, pin_len);
+  rc = pin_under(k, format, block, pan, pan_len, pin, pin_len);
+  /* During a zone key changeover the peer may still encipher under the key
+   * it is replacing: a block that does not decode under the current
+   * version is tried under older versions inside their window. */
+  hsm__keystore_t *ks = SOFT(h);
+  int64_t now = (int64_t)time(NULL);
+  for (size_t i = 0; i < ks->n && rc == HSM_E_BAD_PIN_BLOCK; i++) {
+    hsm__key_t *o = &ks->keys[i];
+    if (strcmp(o->label, k->label) != 0 || o->version == k->version ||
+        o->not_after == 0 || o->not_after < now)
+      continue;
+    int orc = pin_under(o, format, block, pan, pan_len, pin, pin_len);
+    if (orc != HSM_E_BAD_PIN_BLOCK && orc != HSM_E_PIN_FORMAT)
+      rc = orc;
   }
-  if (k->alg != HSM_ALG_TDES)
-    return HSM_E_PIN_FORMAT;
-  rc = hsm__ecb(&k->cipher, 0, block, clear, 8);
-  if (!rc)
-    rc = hsm__pinblock_decode((int)format, clear, pan, pan_len, pin, pin_len);
-  hsm__cleanse(clear, sizeof clear);
   return rc;
 }
 

@@ -843,6 +843,58 @@ static void test_zone_key_change_keeps_old_version_for_window(void) {
   CU_ASSERT_EQUAL(hsm_key_info(h, "z.zak", &v1), HSM_E_KEY_NOT_FOUND);
 }
 
+/* 0800 key change of a zone PIN key: during the window a PIN block the
+ * peer still enciphers under the old ZPK translates; a block under a
+ * version whose window closed does not. */
+static void test_zone_pin_key_change_window(void) {
+  if (!has_cap(HSM_CAP_KEY_GENERATE) || !has_cap(HSM_CAP_PIN_TRANSLATE))
+    return;
+  hsm_key_info_t v;
+  CU_ASSERT_EQUAL_FATAL(
+      hsm_key_generate(h, "z.zpk", HSM_USAGE_ZPK, HSM_ALG_TDES, 16, "test", &v),
+      0);
+  uint8_t in[8], want[8];
+  tu_unhex("2A3D408A1977DDE9", in, 8);
+  tu_unhex("3100E7D6AB527AA1", want, 8);
+  hsm_pin_translate_t to_z = {.src = {.label = "t.tpk"},
+                              .dst_label = "z.zpk",
+                              .src_format = HSM_PIN_ISO0,
+                              .dst_format = HSM_PIN_ISO0,
+                              .block = in,
+                              .block_len = 8,
+                              .pan = "4111111111111111",
+                              .pan_len = 16};
+  op_t op;
+  RUN(op, hsm_pin_translate(h, &op.req, &to_z, on_done));
+  CU_ASSERT_EQUAL_FATAL(op.req.status, 0);
+  uint8_t under_v1[8];
+  memcpy(under_v1, op.req.result.pin.block, 8);
+  CU_ASSERT_EQUAL_FATAL(
+      hsm_key_rotate(h, "z.zpk", (int64_t)time(NULL) + 3600, "test", &v), 0);
+  RUN(op, hsm_pin_translate(h, &op.req, &to_z, on_done));
+  uint8_t under_v2[8];
+  memcpy(under_v2, op.req.result.pin.block, 8);
+  /* v2's window is over as soon as v3 exists. */
+  CU_ASSERT_EQUAL_FATAL(hsm_key_rotate(h, "z.zpk", 1, "test", &v), 0);
+  hsm_pin_translate_t from_z = {.src = {.label = "z.zpk"},
+                                .dst_label = "i.zpk",
+                                .src_format = HSM_PIN_ISO0,
+                                .dst_format = HSM_PIN_ISO0,
+                                .block = under_v1,
+                                .block_len = 8,
+                                .pan = "4111111111111111",
+                                .pan_len = 16};
+  RUN(op, hsm_pin_translate(h, &op.req, &from_z, on_done));
+  CU_ASSERT_EQUAL(op.req.status, 0);
+  CU_ASSERT_EQUAL(memcmp(op.req.result.pin.block, want, 8), 0);
+  from_z.block = under_v2;
+  RUN(op, hsm_pin_translate(h, &op.req, &from_z, on_done));
+  CU_ASSERT(
+      op.req.status == HSM_E_BAD_PIN_BLOCK ||
+      (op.req.status == 0 && memcmp(op.req.result.pin.block, want, 8) != 0));
+  CU_ASSERT_EQUAL(hsm_key_destroy(h, "z.zpk", "test"), 0);
+}
+
 static void test_key_store_reopens_with_the_same_keys(void) {
   hsm_key_info_t before, after;
   CU_ASSERT_EQUAL_FATAL(hsm_key_info(h, "i.zpk", &before), 0);
@@ -887,6 +939,7 @@ int main(void) {
       {"legacy_ecb_key_exchange", test_legacy_ecb_key_exchange},
       {"zone_key_change_keeps_old_version_for_window",
        test_zone_key_change_keeps_old_version_for_window},
+      {"zone_pin_key_change_window", test_zone_pin_key_change_window},
       {"key_store_reopens_with_the_same_keys",
        test_key_store_reopens_with_the_same_keys},
       {NULL, NULL}};
