@@ -74,6 +74,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PS_DEFAULT_PORT 1500
@@ -106,12 +107,15 @@ typedef struct ps_key_s {
   char crypt[50]; /* as sent: 16H, U/X + 32H or T/Y + 48H; NUL-terminated */
   size_t len;     /* clear key bytes: 8, 16 or 24 */
   char kcv[7];
+  uint32_t version;  /* 1 when the line has no version column */
+  int64_t not_after; /* Unix seconds; 0: none */
 } ps_key_t;
 
 struct hsm__ps_table_s {
-  ps_key_t *keys; /* sorted by label */
+  ps_key_t *keys; /* sorted by label, then version */
   size_t n;
   int64_t mtime;
+  char lmk_check[17]; /* "!lmk-check" line: 16H, or "" */
 };
 
 static int is_uhex(char c) {
@@ -160,6 +164,15 @@ static int key_cmp(const void *a, const void *b) {
   return strcmp(((const ps_key_t *)a)->label, ((const ps_key_t *)b)->label);
 }
 
+/* Label, then version. */
+static int key_vcmp(const void *a, const void *b) {
+  const ps_key_t *x = a, *y = b;
+  int c = strcmp(x->label, y->label);
+  if (c)
+    return c;
+  return x->version < y->version ? -1 : x->version > y->version;
+}
+
 void hsm__ps_table_free(hsm__ps_table_t *t) {
   if (!t)
     return;
@@ -169,8 +182,8 @@ void hsm__ps_table_free(hsm__ps_table_t *t) {
   free(t);
 }
 
-/* Splits one line into at most 5 fields (5 means "too many"). */
-static size_t split_fields(char *line, char *f[5]) {
+/* Splits one line into at most 7 fields (7 means "too many"). */
+static size_t split_fields(char *line, char *f[7]) {
   size_t n = 0;
   char *p = line;
   while (*p) {
@@ -178,8 +191,8 @@ static size_t split_fields(char *line, char *f[5]) {
       p++;
     if (!*p)
       break;
-    if (n == 5)
-      return 5;
+    if (n == 7)
+      return 7;
     f[n++] = p;
     while (*p && *p != ' ' && *p != '\t')
       p++;
@@ -189,12 +202,43 @@ static size_t split_fields(char *line, char *f[5]) {
   return n;
 }
 
-/* Checks one "label usage key kcv" line into k; the reason in why. */
+/* A decimal number of 1 to maxdigits digits, no leading zero (except
+ * "0" itself), at most max. */
+static int parse_dec(const char *s, size_t maxdigits, uint64_t max,
+                     uint64_t *out) {
+  size_t n = strlen(s);
+  if (n == 0 || n > maxdigits || !all_digits(s, n) || (n > 1 && s[0] == '0'))
+    return -1;
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; i++)
+    v = v * 10 + (uint64_t)(s[i] - '0');
+  if (v > max)
+    return -1;
+  *out = v;
+  return 0;
+}
+
+/* Checks one "label usage key kcv [version [not_after]]" line into k; the
+ * reason in why. */
 static int parse_key_line(char *line, ps_key_t *k, const char **why) {
-  char *f[5];
+  char *f[7];
   size_t n = split_fields(line, f);
-  if (n != 4) {
-    *why = "expected 4 fields: label usage key kcv";
+  if (n < 4 || n > 6) {
+    *why = "expected 4 to 6 fields: label usage key kcv [version "
+           "[not_after]]";
+    return -1;
+  }
+  uint64_t version = 1, not_after = 0;
+  if (n >= 5 && parse_dec(f[4], 10, UINT32_MAX, &version) != 0) {
+    *why = "version must be a decimal number from 1 to 4294967295";
+    return -1;
+  }
+  if (version == 0) {
+    *why = "version must be a decimal number from 1 to 4294967295";
+    return -1;
+  }
+  if (n == 6 && parse_dec(f[5], 18, (uint64_t)INT64_MAX, &not_after) != 0) {
+    *why = "not_after must be Unix seconds in decimal (0: none)";
     return -1;
   }
   if (!hsm__ks_label_ok(f[0])) {
@@ -242,6 +286,28 @@ static int parse_key_line(char *line, ps_key_t *k, const char **why) {
   memcpy(k->crypt, key, klen + 1);
   k->len = bytes;
   memcpy(k->kcv, f[3], 7);
+  k->version = (uint32_t)version;
+  k->not_after = (int64_t)not_after;
+  return 0;
+}
+
+/* "!lmk-check 16H": the check value NC must return. */
+static int parse_directive(char *line, hsm__ps_table_t *t, const char **why) {
+  char *f[7];
+  size_t n = split_fields(line, f);
+  if (strcmp(f[0], "!lmk-check") != 0) {
+    *why = "unknown directive (only !lmk-check)";
+    return -1;
+  }
+  if (n != 2 || strlen(f[1]) != 16 || !all_uhex(f[1], 16)) {
+    *why = "!lmk-check takes one value of 16 upper-case hex digits";
+    return -1;
+  }
+  if (t->lmk_check[0]) {
+    *why = "!lmk-check appears twice";
+    return -1;
+  }
+  memcpy(t->lmk_check, f[1], 17);
   return 0;
 }
 
@@ -285,6 +351,13 @@ int hsm__ps_table_parse(const char *text, size_t len, hsm__ps_table_t **out,
       p++;
     if (*p == '\0' || *p == '#')
       continue;
+    if (*p == '!') {
+      if (parse_directive(p, t, &why) != 0) {
+        rc = HSM_E_KEYSTORE;
+        break;
+      }
+      continue;
+    }
     if (t->n == PS_TABLE_MAX_KEYS) {
       why = "more than 10000 keys";
       rc = HSM_E_KEYSTORE;
@@ -313,16 +386,27 @@ int hsm__ps_table_parse(const char *text, size_t len, hsm__ps_table_t **out,
   }
   hsm__cleanse(line, sizeof line);
   if (!rc && t->n > 1) {
-    qsort(t->keys, t->n, sizeof *t->keys, key_cmp);
-    for (size_t i = 1; i < t->n && !rc; i++)
-      if (strcmp(t->keys[i - 1].label, t->keys[i].label) == 0) {
-        /* Sorting lost the line number; name the label instead (labels
-         * are not secret). */
+    qsort(t->keys, t->n, sizeof *t->keys, key_vcmp);
+    for (size_t i = 1; i < t->n && !rc; i++) {
+      const ps_key_t *a = &t->keys[i - 1], *b = &t->keys[i];
+      if (strcmp(a->label, b->label) != 0)
+        continue;
+      /* Sorting lost the line number; name the label instead (labels
+       * are not secret). */
+      if (a->version == b->version) {
         if (err && errcap)
-          snprintf(err, errcap, "label \"%s\" appears twice", t->keys[i].label);
-        hsm__ps_table_free(t);
-        return HSM_E_KEYSTORE;
+          snprintf(err, errcap, "label \"%s\" version %lu appears twice",
+                   b->label, (unsigned long)b->version);
+      } else if (a->usage != b->usage) {
+        if (err && errcap)
+          snprintf(err, errcap, "label \"%s\": versions differ in usage",
+                   b->label);
+      } else {
+        continue;
       }
+      hsm__ps_table_free(t);
+      return HSM_E_KEYSTORE;
+    }
   }
   if (rc) {
     if (err && errcap && why)
@@ -407,6 +491,7 @@ int hsm__ps_table_load(const char *path, hsm__ps_table_t **out, char *err,
   return rc;
 }
 
+/* The current (highest) version of label. */
 static const ps_key_t *table_find(const hsm__ps_table_t *t, const char *label) {
   if (!t || !label || t->n == 0)
     return NULL;
@@ -415,7 +500,10 @@ static const ps_key_t *table_find(const hsm__ps_table_t *t, const char *label) {
   if (n == sizeof probe.label)
     return NULL;
   memcpy(probe.label, label, n + 1);
-  return bsearch(&probe, t->keys, t->n, sizeof *t->keys, key_cmp);
+  const ps_key_t *k = bsearch(&probe, t->keys, t->n, sizeof *t->keys, key_cmp);
+  while (k && k + 1 < t->keys + t->n && strcmp(k[1].label, label) == 0)
+    k++;
+  return k;
 }
 
 /* label's key, if its usage is one of the allowed. */
@@ -935,8 +1023,24 @@ enum { PS_DOWN, PS_CONNECTING, PS_UP, PS_CLOSING };
 typedef struct ps_conn_s ps_conn_t;
 typedef struct ps_s ps_t;
 
+/* A synchronous command (key management, on the caller's stack): the
+ * fields after the error code land in resp. */
+typedef struct ps_sync_s {
+  char cmd[3];
+  char *resp;
+  size_t cap, len;
+  int status;
+  int done;
+  int timer_closed;
+  struct ps_node_s *node; /* while written or queued */
+  struct ps_s *ps;
+  uv_timer_t timer;
+} ps_sync_t;
+
 typedef struct ps_node_s {
-  hsm_req_t *req; /* NULL once cancelled */
+  hsm_req_t *req;  /* NULL once cancelled */
+  ps_sync_t *sync; /* a synchronous command instead of a request */
+  int probe;       /* the NC a connection sends first */
   ps_conn_t *conn;
   uint32_t tag;
   ps_expect_t expect;
@@ -983,8 +1087,15 @@ struct ps_s {
   unsigned handles;
   int closing;
   size_t rr;
+  char *table_path;
+  /* NC: the last LMK check value and firmware seen; lmk_bad while the HSM
+   * answered with another LMK than the key table's !lmk-check. */
+  char lmk_kcv[17];
+  char firmware[10];
+  int lmk_bad;
   /* counters */
   uint64_t sent, answered, late, unmatched, malformed, reconnects, drops;
+  uint64_t lmk_checked, lmk_mismatch;
 };
 
 #define PS(h) ((ps_t *)(h)->state)
@@ -1089,6 +1200,7 @@ static void ps_maybe_free(ps_t *ps) {
     free(ps->scratch);
   }
   hsm__ps_table_free(ps->table);
+  free(ps->table_path);
   free(ps);
 }
 
@@ -1159,6 +1271,11 @@ static void conn_drop(ps_conn_t *c) {
     hsm_req_t *req = node->req;
     if (req)
       unlink_req(ps, node);
+    if (node->sync) {
+      node->sync->status = HSM_E_UNAVAILABLE;
+      node->sync->node = NULL;
+      node->sync->done = 1;
+    }
     node_free(node);
     if (req && !ps->closing)
       hsm__complete(req, HSM_E_UNAVAILABLE);
@@ -1204,6 +1321,49 @@ static void on_alloc(uv_handle_t *hd, size_t suggested, uv_buf_t *buf) {
   *buf = uv_buf_init(c->in + c->inlen, (unsigned)(PS_FRAME_MAX + 2 - c->inlen));
 }
 
+/* The answer to a connection's NC (body onwards): records the LMK check
+ * value and firmware; -1 (drop the connection) when the key table names
+ * another LMK than the HSM answers with, or the answer cannot show it. */
+static int probe_answer(ps_t *ps, const char *b, size_t n) {
+  ps->lmk_checked++;
+  int ok = n == 4 + 16 + 9 && memcmp(b, "ND00", 4) == 0 && all_uhex(b + 4, 16);
+  for (size_t i = 20; ok && i < n; i++)
+    ok = b[i] > 0x20 && b[i] < 0x7F;
+  if (ok) {
+    memcpy(ps->lmk_kcv, b + 4, 16);
+    ps->lmk_kcv[16] = '\0';
+    memcpy(ps->firmware, b + 20, 9);
+    ps->firmware[9] = '\0';
+  }
+  if (!ps->table->lmk_check[0] ||
+      (ok && memcmp(ps->lmk_kcv, ps->table->lmk_check, 16) == 0)) {
+    ps->lmk_bad = 0;
+    return 0;
+  }
+  ps->lmk_bad = 1;
+  ps->lmk_mismatch++;
+  return -1;
+}
+
+/* The fields after a synchronous command's error code into sy->resp. */
+static int sync_decode(ps_sync_t *sy, const char *b, size_t n) {
+  hsm_verify_t v;
+  if (n < 4 || b[0] != sy->cmd[0] || b[1] != sy->cmd[1] + 1)
+    return HSM_E_BACKEND;
+  /* A6 01: the imported key's parity is wrong (advice only on the HSM,
+   * which would store it); refused here. */
+  if (memcmp(sy->cmd, "A6", 2) == 0 && memcmp(b + 2, "01", 2) == 0)
+    return HSM_E_KEY_PARITY;
+  int status = hsm__ps_status(sy->cmd, b + 2, &v);
+  if (status)
+    return status;
+  if (n - 4 > sy->cap)
+    return HSM_E_BACKEND;
+  memcpy(sy->resp, b + 4, n - 4);
+  sy->len = n - 4;
+  return 0;
+}
+
 /* One frame (header onwards).  0, or -1 for a framing violation. */
 static int handle_frame(ps_conn_t *c, const char *p, size_t n) {
   ps_t *ps = c->ps;
@@ -1218,6 +1378,24 @@ static int handle_frame(ps_conn_t *c, const char *p, size_t n) {
     return 0;
   }
   unlink_conn(node);
+  if (node->probe) {
+    c->live--;
+    node_free(node);
+    return probe_answer(ps, p + ps->header_len, n - ps->header_len);
+  }
+  if (node->sync) {
+    ps_sync_t *sy = node->sync;
+    c->live--;
+    sy->status = sync_decode(sy, p + ps->header_len, n - ps->header_len);
+    if (sy->status == HSM_E_BACKEND)
+      ps->malformed++;
+    sy->node = NULL;
+    sy->done = 1;
+    node_free(node);
+    ps->answered++;
+    c->backoff_ms = PS_BACKOFF_MIN_MS;
+    return 0;
+  }
   if (!node->req) {
     ps->late++;
     c->orphans--;
@@ -1278,6 +1456,42 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   }
 }
 
+static int alloc_tag(ps_t *ps, ps_conn_t *c, uint32_t *tag);
+
+/* Puts an NC in front of what waits on a connection that just came up:
+ * the first answer on it says which LMK the HSM holds. */
+static void conn_probe(ps_conn_t *c) {
+  ps_t *ps = c->ps;
+  uint32_t tag;
+  size_t len = ps->header_len + 2;
+  if (alloc_tag(ps, c, &tag) != 0)
+    return;
+  ps_node_t *node = calloc(1, sizeof *node);
+  if (!node || buf_reserve(&c->out, len + 2) != 0) {
+    free(node);
+    return;
+  }
+  memmove(c->out.p + len + 2, c->out.p, c->out.len);
+  char *f = c->out.p;
+  f[0] = (char)(len >> 8);
+  f[1] = (char)(len & 0xFF);
+  ps_w_t hw = {.p = f + 2, .cap = ps->header_len};
+  w_num(&hw, tag, ps->header_len, 10);
+  memcpy(f + 2 + ps->header_len, "NC", 2);
+  c->out.len += len + 2;
+  node->probe = 1;
+  node->conn = c;
+  node->tag = tag;
+  memcpy(node->expect.cmd, "NC", 3);
+  node->tnext = c->tags[tag % PS_BUCKETS];
+  c->tags[tag % PS_BUCKETS] = node;
+  node->next = c->head;
+  if (c->head)
+    c->head->prev = node;
+  c->head = node;
+  c->live++;
+}
+
 static void on_connect(uv_connect_t *cr, int status) {
   ps_conn_t *c = cr->data;
   if (c->ps->closing || c->state != PS_CONNECTING)
@@ -1288,6 +1502,7 @@ static void on_connect(uv_connect_t *cr, int status) {
     return;
   }
   c->state = PS_UP;
+  conn_probe(c);
   conn_flush(c);
 }
 
@@ -1356,6 +1571,12 @@ static int ps_open(hsm_t *h, const hsm_config_t *cfg, char *err,
     free(ps);
     return rc;
   }
+  ps->table_path = strdup(cfg->payshield_key_table);
+  if (!ps->table_path) {
+    hsm__ps_table_free(ps->table);
+    free(ps);
+    return HSM_E_NOMEM;
+  }
   ps->loop = h->loop;
   ps->header_len = hl;
   ps->tag_mod = 1;
@@ -1373,6 +1594,7 @@ static int ps_open(hsm_t *h, const hsm_config_t *cfg, char *err,
     free(ps->conns);
     free(ps->scratch);
     hsm__ps_table_free(ps->table);
+    free(ps->table_path);
     free(ps);
     return HSM_E_NOMEM;
   }
@@ -1403,6 +1625,11 @@ static void ps_close(hsm_t *h) {
     ps_node_t *node = c->head;
     while (node) {
       ps_node_t *next = node->next;
+      if (node->sync) {
+        node->sync->status = HSM_E_UNAVAILABLE;
+        node->sync->node = NULL;
+        node->sync->done = 1;
+      }
       node_free(node); /* hsm_close cancelled every live request */
       node = next;
     }
@@ -1459,6 +1686,11 @@ static int ps_submit(hsm_t *h, hsm_req_t *req, const void *args) {
   if (req->op == HSM_OP_DATA_ENCRYPT || req->op == HSM_OP_DATA_DECRYPT ||
       req->op == HSM_OP_HMAC)
     return HSM_E_UNSUPPORTED; /* pair with soft or pkcs11 for data */
+  if (ps->lmk_bad) {
+    /* The HSM holds another LMK than the key table was made under. */
+    hsm__complete(req, HSM_E_BACKEND);
+    return 0;
+  }
   /* Encode first with tag 0: key and argument errors are reported whether
    * or not the HSM is reachable. */
   char *frame = ps->scratch + 2;
@@ -1539,10 +1771,10 @@ static void info_from(const ps_t *ps, const ps_key_t *k, hsm_key_info_t *info) {
   info->usage = k->usage;
   info->alg = HSM_ALG_TDES;
   info->length = k->len;
-  info->version = 1;
+  info->version = k->version;
   memcpy(info->kcv, k->kcv, sizeof info->kcv);
   info->created = ps->table->mtime;
-  info->not_after = 0;
+  info->not_after = k->not_after;
 }
 
 static int ps_key_list(hsm_t *h, hsm_key_list_cb cb, void *ctx) {
@@ -1564,6 +1796,471 @@ static int ps_key_info(hsm_t *h, const char *label, hsm_key_info_t *out) {
   return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Key exchange: A6 and A8, synchronously                                    */
+
+static void on_sync_timeout(uv_timer_t *t) {
+  ps_sync_t *sy = t->data;
+  if (sy->done)
+    return;
+  ps_node_t *node = sy->node;
+  if (node) {
+    /* An orphan now: its answer, if it comes, is dropped as late. */
+    node->sync = NULL;
+    node->conn->live--;
+    node->conn->orphans++;
+  }
+  sy->node = NULL;
+  sy->status = HSM_E_TIMEOUT;
+  sy->done = 1;
+}
+
+static void on_sync_timer_closed(uv_handle_t *hd) {
+  ps_sync_t *sy = hd->data;
+  ps_t *ps = sy->ps;
+  sy->timer_closed = 1;
+  ps->handles--;
+  ps_maybe_free(ps);
+}
+
+/* Sends body (command code onwards) and runs the hsm's loop until the
+ * answer, a drop or the timeout: the fields after the error code into
+ * resp.  Key management is synchronous (hsm.h): never called from a
+ * callback on that loop. */
+static int ps_command(hsm_t *h, const char *cmd, const char *body, size_t blen,
+                      char *resp, size_t cap, size_t *rlen) {
+  ps_t *ps = PS(h);
+  *rlen = 0;
+  if (ps->lmk_bad)
+    return HSM_E_BACKEND;
+  size_t len = ps->header_len + blen;
+  if (len > PS_FRAME_MAX)
+    return HSM_E_INVAL;
+  ps_conn_t *c = pick_conn(ps);
+  uint32_t tag = 0;
+  if (!c || alloc_tag(ps, c, &tag) != 0)
+    return HSM_E_UNAVAILABLE;
+  ps_node_t *node = calloc(1, sizeof *node);
+  if (!node || buf_reserve(&c->out, len + 2) != 0) {
+    free(node);
+    return HSM_E_NOMEM;
+  }
+  char *f = c->out.p + c->out.len;
+  f[0] = (char)(len >> 8);
+  f[1] = (char)(len & 0xFF);
+  ps_w_t hw = {.p = f + 2, .cap = ps->header_len};
+  w_num(&hw, tag, ps->header_len, 10);
+  memcpy(f + 2 + ps->header_len, body, blen);
+  c->out.len += len + 2;
+  ps_sync_t sy;
+  memset(&sy, 0, sizeof sy);
+  memcpy(sy.cmd, cmd, 2);
+  sy.resp = resp;
+  sy.cap = cap;
+  sy.ps = ps;
+  sy.node = node;
+  node->sync = &sy;
+  node->conn = c;
+  node->tag = tag;
+  memcpy(node->expect.cmd, cmd, 2);
+  node->tnext = c->tags[tag % PS_BUCKETS];
+  c->tags[tag % PS_BUCKETS] = node;
+  node->next = c->head;
+  if (c->head)
+    c->head->prev = node;
+  c->head = node;
+  c->live++;
+  ps->sent++;
+  uv_loop_t *loop = ps->loop;
+  uv_timer_init(loop, &sy.timer);
+  sy.timer.data = &sy;
+  ps->handles++;
+  uv_timer_start(&sy.timer, on_sync_timeout, h->timeout_ms, 0);
+  conn_flush(c); /* a write error drops the connection: sy.done */
+  while (!sy.done)
+    uv_run(loop, UV_RUN_ONCE);
+  uv_timer_stop(&sy.timer);
+  uv_close((uv_handle_t *)&sy.timer, on_sync_timer_closed);
+  while (!sy.timer_closed)
+    uv_run(loop, UV_RUN_ONCE);
+  *rlen = sy.len;
+  return sy.status;
+}
+
+/* payShield key type codes (variant LMK) for the usages that travel under
+ * a ZMK; 003 and 008 are in the reference's M6 row, 001 and 002 come from
+ * the key type table of the Host Command Reference (see
+ * docs/hsm-payshield.md). */
+static const char *key_type_code(hsm_usage_t u) {
+  switch (u) {
+  case HSM_USAGE_ZPK:
+    return "001";
+  case HSM_USAGE_TPK:
+    return "002";
+  case HSM_USAGE_TAK:
+    return "003";
+  case HSM_USAGE_ZAK:
+    return "008";
+  default:
+    return NULL;
+  }
+}
+
+/* The key-encrypting key: a ZMK.  A TMK cannot be named in A6/A8's ZMK
+ * field (on the HSM it is under another LMK pair). */
+static int kek_for(const hsm__ps_table_t *t, const char *label,
+                   const ps_key_t **out) {
+  const ps_key_t *k = table_find(t, label);
+  if (!k)
+    return HSM_E_KEY_NOT_FOUND;
+  if (k->usage == HSM_USAGE_TMK)
+    return HSM_E_UNSUPPORTED;
+  if (k->usage != HSM_USAGE_ZMK)
+    return HSM_E_KEY_USAGE;
+  *out = k;
+  return 0;
+}
+
+/* The key table file as it is now (private, at most 1 MiB). */
+static int table_read(const char *path, char **out, size_t *outlen) {
+  *out = NULL;
+  if (hsm__file_private(path) != 0)
+    return HSM_E_PERMISSIONS;
+  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0)
+    return HSM_E_KEYSTORE;
+  struct stat st;
+  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+      (uintmax_t)st.st_size > PS_TABLE_MAX_BYTES) {
+    close(fd);
+    return HSM_E_KEYSTORE;
+  }
+  size_t size = (size_t)st.st_size, got = 0;
+  char *buf = malloc(size + 1);
+  if (!buf) {
+    close(fd);
+    return HSM_E_NOMEM;
+  }
+  while (got < size + 1) {
+    ssize_t r = read(fd, buf + got, size + 1 - got);
+    if (r < 0 && errno == EINTR)
+      continue;
+    if (r <= 0) {
+      if (r < 0)
+        got = SIZE_MAX;
+      break;
+    }
+    got += (size_t)r;
+  }
+  close(fd);
+  if (got != size) {
+    hsm__cleanse(buf, size + 1);
+    free(buf);
+    return HSM_E_KEYSTORE;
+  }
+  *out = buf;
+  *outlen = size;
+  return 0;
+}
+
+/* Writes len bytes to path through a temporary file in the same
+ * directory (mode 0600, fsync, rename, fsync of the directory). */
+static int write_atomic(const char *path, const char *text, size_t len) {
+  size_t pl = strlen(path);
+  char *tmp = malloc(pl + 8);
+  if (!tmp)
+    return HSM_E_NOMEM;
+  memcpy(tmp, path, pl);
+  memcpy(tmp + pl, ".XXXXXX", 8);
+  int fd = mkstemp(tmp);
+  if (fd < 0) {
+    free(tmp);
+    return HSM_E_KEYSTORE;
+  }
+  int rc = fchmod(fd, 0600) == 0 ? 0 : HSM_E_KEYSTORE;
+  size_t off = 0;
+  while (!rc && off < len) {
+    ssize_t w = write(fd, text + off, len - off);
+    if (w < 0 && errno == EINTR)
+      continue;
+    if (w <= 0)
+      rc = HSM_E_KEYSTORE;
+    else
+      off += (size_t)w;
+  }
+  if (!rc && fsync(fd) != 0)
+    rc = HSM_E_KEYSTORE;
+  if (close(fd) != 0 && !rc)
+    rc = HSM_E_KEYSTORE;
+  if (!rc && rename(tmp, path) != 0)
+    rc = HSM_E_KEYSTORE;
+  if (rc) {
+    unlink(tmp);
+    free(tmp);
+    return rc;
+  }
+  free(tmp);
+  /* The rename itself is durable once the directory is. */
+  char *dir = strdup(path);
+  if (!dir)
+    return HSM_E_NOMEM;
+  char *slash = strrchr(dir, '/');
+  if (slash == dir)
+    dir[1] = '\0';
+  else if (slash)
+    *slash = '\0';
+  else
+    memcpy(dir, ".", 2);
+  int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free(dir);
+  if (dfd < 0)
+    return HSM_E_KEYSTORE;
+  rc = fsync(dfd) == 0 ? 0 : HSM_E_KEYSTORE;
+  close(dfd);
+  return rc;
+}
+
+/* One key-table line for k, newline included. */
+static int key_line(const ps_key_t *k, char *out, size_t cap) {
+  int n = snprintf(out, cap, "%s %s %s %s %lu %lld\n", k->label,
+                   hsm_usage_name(k->usage), k->crypt, k->kcv,
+                   (unsigned long)k->version, (long long)k->not_after);
+  return n < 0 || (size_t)n >= cap ? -1 : n;
+}
+
+/* Adds nk as the new current version of its label to the key table file
+ * and then to memory; the previous current version (old_version, 0: none)
+ * gets not_after_old when that is > 0.  The file is read again, its lines
+ * kept as they are (comments too) but the previous version's, and the
+ * result parsed before it replaces the file: the table in memory is what
+ * the file holds. */
+static int table_commit(ps_t *ps, const ps_key_t *nk, uint32_t old_version,
+                        int64_t not_after_old) {
+  char *text = NULL, line[PS_LINE_MAX + 2], add[PS_LINE_MAX + 2];
+  size_t len = 0;
+  int rc = table_read(ps->table_path, &text, &len);
+  if (rc)
+    return rc;
+  int addn = key_line(nk, add, sizeof add);
+  size_t cap = len + 2 + (size_t)(addn > 0 ? addn : 0) + PS_LINE_MAX + 2;
+  char *out = addn > 0 ? malloc(cap) : NULL;
+  if (!out) {
+    hsm__cleanse(text, len + 1);
+    free(text);
+    return addn > 0 ? HSM_E_NOMEM : HSM_E_KEYSTORE;
+  }
+  size_t o = 0, pos = 0;
+  int replaced = 0;
+  while (pos < len) {
+    size_t end = pos;
+    while (end < len && text[end] != '\n')
+      end++;
+    size_t n = end - pos;
+    int done = 0;
+    if (old_version && not_after_old > 0 && n <= PS_LINE_MAX) {
+      ps_key_t k;
+      const char *why;
+      memcpy(line, text + pos, n);
+      line[n] = '\0';
+      char *p = line;
+      while (*p == ' ' || *p == '\t')
+        p++;
+      if (*p && *p != '#' && *p != '!' && parse_key_line(p, &k, &why) == 0 &&
+          strcmp(k.label, nk->label) == 0 && k.version == old_version) {
+        k.not_after = not_after_old;
+        int kn = key_line(&k, out + o, cap - o);
+        if (kn > 0) {
+          o += (size_t)kn;
+          done = replaced = 1;
+        }
+      }
+      hsm__cleanse(&k, sizeof k);
+    }
+    if (!done) {
+      memcpy(out + o, text + pos, n);
+      o += n;
+      out[o++] = '\n';
+    }
+    pos = end < len ? end + 1 : end;
+  }
+  hsm__cleanse(line, sizeof line);
+  hsm__cleanse(text, len + 1);
+  free(text);
+  memcpy(out + o, add, (size_t)addn);
+  o += (size_t)addn;
+  hsm__cleanse(add, sizeof add);
+  hsm__ps_table_t *nt = NULL;
+  rc = (old_version && not_after_old > 0 && !replaced) ? HSM_E_KEYSTORE : 0;
+  if (!rc)
+    rc = hsm__ps_table_parse(out, o, &nt, NULL, 0) ? HSM_E_KEYSTORE : 0;
+  if (!rc)
+    rc = write_atomic(ps->table_path, out, o);
+  hsm__cleanse(out, cap);
+  free(out);
+  if (rc) {
+    hsm__ps_table_free(nt);
+    return rc;
+  }
+  nt->mtime = (int64_t)time(NULL);
+  hsm__ps_table_free(ps->table);
+  ps->table = nt;
+  return 0;
+}
+
+static void info_base(hsm_key_info_t *info, const char *label,
+                      hsm_usage_t usage) {
+  memset(info, 0, sizeof *info);
+  snprintf(info->label, sizeof info->label, "%s", label);
+  info->usage = usage;
+  info->alg = HSM_ALG_TDES;
+}
+
+/* A6: the key under the ZMK becomes a key under the LMK, stored as the new
+ * current version of label once its check value is the expected one. */
+static int ps_key_import_ecb(hsm_t *h, const char *label, hsm_usage_t usage,
+                             const char *kek_label, const uint8_t *cryptogram,
+                             size_t len, const char *expected_kcv,
+                             int64_t not_after_old, hsm_key_info_t *out) {
+  ps_t *ps = PS(h);
+  const ps_key_t *kek, *old;
+  info_base(out, label, usage);
+  if (!hsm__ks_label_ok(label) || (len != 16 && len != 24) ||
+      strnlen(expected_kcv, 7) != 6 || not_after_old < 0)
+    return HSM_E_INVAL;
+  char want[7];
+  for (size_t i = 0; i < 6; i++) {
+    char ch = expected_kcv[i];
+    want[i] = ch >= 'a' && ch <= 'f' ? (char)(ch - 'a' + 'A') : ch;
+  }
+  want[6] = '\0';
+  if (!all_uhex(want, 6))
+    return HSM_E_INVAL;
+  const char *type = key_type_code(usage);
+  if (!type)
+    return HSM_E_UNSUPPORTED;
+  int rc = kek_for(ps->table, kek_label, &kek);
+  if (rc)
+    return rc;
+  old = table_find(ps->table, label);
+  if (old && old->usage != usage)
+    return HSM_E_EXISTS;
+  if (old && old->version == UINT32_MAX)
+    return HSM_E_KEYSTORE;
+  uint32_t old_version = old ? old->version : 0;
+  /* A6 key type, ZMK, key under the ZMK (X/Y: ANSI X9.17, plain ECB),
+   * key scheme under the LMK (U/T: variant). */
+  char body[2 + 3 + 49 + 1 + 48 + 1], resp[64];
+  ps_w_t w = {.p = body, .cap = sizeof body};
+  w_str(&w, "A6");
+  w_str(&w, type);
+  w_str(&w, kek->crypt);
+  w_str(&w, len == 24 ? "Y" : "X");
+  w_hex(&w, cryptogram, len);
+  w_str(&w, len == 24 ? "T" : "U");
+  size_t rl = 0;
+  rc = w.over ? HSM_E_INVAL
+              : ps_command(h, "A6", body, w.len, resp, sizeof resp, &rl);
+  hsm__cleanse(body, sizeof body);
+  if (rc) {
+    hsm__cleanse(resp, sizeof resp);
+    return rc;
+  }
+  /* A7: key under the LMK (U + 32H or T + 48H), check value 6H. */
+  size_t klen = 1 + 2 * len;
+  if (rl != klen + 6 || resp[0] != (len == 24 ? 'T' : 'U') ||
+      !all_uhex(resp + 1, 2 * len) || !all_uhex(resp + klen, 6)) {
+    hsm__cleanse(resp, sizeof resp);
+    ps->malformed++;
+    return HSM_E_BACKEND;
+  }
+  memcpy(out->kcv, resp + klen, 6);
+  out->kcv[6] = '\0';
+  if (memcmp(out->kcv, want, 6) != 0) {
+    hsm__cleanse(resp, sizeof resp);
+    return HSM_E_KCV_MISMATCH;
+  }
+  ps_key_t nk;
+  memset(&nk, 0, sizeof nk);
+  memcpy(nk.label, label, strlen(label) + 1);
+  nk.usage = usage;
+  memcpy(nk.crypt, resp, klen);
+  nk.len = len;
+  memcpy(nk.kcv, out->kcv, 7);
+  nk.version = old_version + 1;
+  hsm__cleanse(resp, sizeof resp);
+  rc = table_commit(ps, &nk, old_version, not_after_old);
+  hsm__cleanse(&nk, sizeof nk);
+  if (rc)
+    return rc;
+  const ps_key_t *k = table_find(ps->table, label);
+  if (!k)
+    return HSM_E_KEYSTORE;
+  info_from(ps, k, out);
+  return 0;
+}
+
+/* A8: the current version of label under the ZMK, and its check value
+ * (which must be the key table's). */
+static int ps_key_export_ecb(hsm_t *h, const char *label, const char *kek_label,
+                             uint8_t *cryptogram, size_t cap, size_t *len,
+                             hsm_key_info_t *info) {
+  ps_t *ps = PS(h);
+  const ps_key_t *kek, *k = table_find(ps->table, label);
+  *len = 0;
+  if (!k)
+    return HSM_E_KEY_NOT_FOUND;
+  info_from(ps, k, info);
+  const char *type = key_type_code(k->usage);
+  if (!type)
+    return HSM_E_UNSUPPORTED;
+  int rc = kek_for(ps->table, kek_label, &kek);
+  if (rc)
+    return rc;
+  if (k->len == 8)
+    return HSM_E_KEY_LENGTH; /* single DES does not travel */
+  if (cap < k->len)
+    return HSM_E_INVAL;
+  /* A8 key type, ZMK, key under the LMK, key scheme under the ZMK. */
+  char body[2 + 3 + 49 + 49 + 1], resp[64];
+  ps_w_t w = {.p = body, .cap = sizeof body};
+  w_str(&w, "A8");
+  w_str(&w, type);
+  w_str(&w, kek->crypt);
+  w_str(&w, k->crypt);
+  w_str(&w, k->len == 24 ? "Y" : "X");
+  size_t rl = 0, n = k->len;
+  char kcv[7];
+  memcpy(kcv, k->kcv, 7);
+  rc = w.over ? HSM_E_INVAL
+              : ps_command(h, "A8", body, w.len, resp, sizeof resp, &rl);
+  hsm__cleanse(body, sizeof body);
+  if (!rc) {
+    /* A9: key under the ZMK (X + 32H or Y + 48H), check value 6H. */
+    if (rl != 1 + 2 * n + 6 || resp[0] != (n == 24 ? 'Y' : 'X') ||
+        !all_uhex(resp + 1 + 2 * n, 6) || unhex(resp + 1, 2 * n, cryptogram)) {
+      ps->malformed++;
+      rc = HSM_E_BACKEND;
+    } else if (memcmp(resp + 1 + 2 * n, kcv, 6) != 0) {
+      rc = HSM_E_KCV_MISMATCH; /* the table's check value is wrong */
+    } else {
+      *len = n;
+    }
+  }
+  if (rc)
+    hsm__cleanse(cryptogram, cap);
+  hsm__cleanse(resp, sizeof resp);
+  return rc;
+}
+
+int hsm__ps_lmk(const hsm_t *h, char kcv[17], char firmware[10]) {
+  if (!h || h->be != &hsm__payshield_backend || !h->state || !kcv || !firmware)
+    return HSM_E_INVAL;
+  const ps_t *ps = h->state;
+  memcpy(kcv, ps->lmk_kcv, 17);
+  memcpy(firmware, ps->firmware, 10);
+  return kcv[0] ? 0 : HSM_E_UNAVAILABLE;
+}
+
 uint64_t hsm__ps_counter(const hsm_t *h, const char *name) {
   if (!h || h->be != &hsm__payshield_backend || !h->state || !name)
     return 0;
@@ -1582,6 +2279,10 @@ uint64_t hsm__ps_counter(const hsm_t *h, const char *name) {
     return ps->reconnects;
   if (strcmp(name, "drops") == 0)
     return ps->drops;
+  if (strcmp(name, "lmk_checked") == 0)
+    return ps->lmk_checked;
+  if (strcmp(name, "lmk_mismatch") == 0)
+    return ps->lmk_mismatch;
   if (strcmp(name, "up") == 0) {
     uint64_t up = 0;
     for (size_t i = 0; i < ps->nconn; i++)
@@ -1605,6 +2306,8 @@ const hsm__backend_t hsm__payshield_backend = {
     .key_import_clear = NULL,
     .key_import_tr31 = NULL,
     .key_export_tr31 = NULL,
+    .key_import_ecb = ps_key_import_ecb,
+    .key_export_ecb = ps_key_export_ecb,
     .key_rotate = NULL,
     .key_destroy = NULL,
 };

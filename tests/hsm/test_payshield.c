@@ -1087,6 +1087,351 @@ static void test_key_list_and_info_from_table(void) {
       HSM_E_UNSUPPORTED);
 }
 
+/* ------------------------------------------------------------------------ */
+/* Key exchange (A6, A8) and the LMK check (NC)                              */
+
+#define ZMK_HEX "4CA2161637D0133E5E151AEA45DA2A12"
+
+static char kx_path[160];
+
+/* A key table of its own, so the shared one stays as the other tests
+ * expect it; extra: more lines (may be NULL). */
+static hsm_t *kx_open(const char *extra) {
+  snprintf(kx_path, sizeof kx_path, "%s/kx.keys", dir);
+  FILE *f = fopen(kx_path, "w");
+  CU_ASSERT_PTR_NOT_NULL_FATAL(f);
+  fprintf(f, "# key exchange\n");
+  add_key(f, "z.zmk", HSM_USAGE_ZMK, ZMK_HEX);
+  add_key(f, "t.tmk", HSM_USAGE_TMK, ZMK_HEX);
+  add_key(f, "a.zpk", HSM_USAGE_ZPK, ZPK_HEX);
+  add_key(f, "a.tak", HSM_USAGE_TAK, TPK_HEX);
+  add_key(f, "a.pvk", HSM_USAGE_PVK, TPK_HEX);
+  if (extra)
+    fputs(extra, f);
+  fclose(f);
+  chmod(kx_path, 0600);
+  hsm_config_t cfg = {.backend = "payshield",
+                      .payshield_host = "127.0.0.1",
+                      .payshield_port = sim_port,
+                      .payshield_key_table = kx_path};
+  hsm_t *k = NULL;
+  char err[256];
+  CU_ASSERT_EQUAL_FATAL(hsm_open(&k, &loop, &cfg, err, sizeof err), 0);
+  WAIT_UNTIL(hsm__ps_counter(k, "lmk_checked") >= 1, 3000);
+  return k;
+}
+
+static void kx_close(hsm_t *k) {
+  hsm_close(k);
+  unlink(kx_path);
+}
+
+/* The whole key table file, NUL-terminated. */
+static size_t slurp(const char *path, char *out, size_t cap) {
+  FILE *f = fopen(path, "rb");
+  if (!f)
+    return 0;
+  size_t n = fread(out, 1, cap - 1, f);
+  fclose(f);
+  out[n] = '\0';
+  return n;
+}
+
+/* No temporary file ("kx.keys.XXXXXX") is left in the directory. */
+static int temp_files_left(void) {
+  int n = 0;
+  uv_fs_t req;
+  uv_dirent_t ent;
+  if (uv_fs_scandir(NULL, &req, dir, 0, NULL) < 0)
+    return -1;
+  while (uv_fs_scandir_next(&req, &ent) != UV_EOF)
+    n += strncmp(ent.name, "kx.keys.", 8) == 0;
+  uv_fs_req_cleanup(&req);
+  return n;
+}
+
+/* The key under the clear ZMK, as a network would send it. */
+static void under_zmk(const char *keyhex, uint8_t out[16]) {
+  uint8_t zmk[16], key[16];
+  tu_unhex(ZMK_HEX, zmk, 16);
+  tu_unhex(keyhex, key, 16);
+  hsm__des_set_parity(key, 16);
+  CU_ASSERT_EQUAL_FATAL(hsm__ecb_raw(HSM__TDES, zmk, 16, 1, key, out, 16), 0);
+}
+
+static void kcv_of(const char *keyhex, char kcv[7]) {
+  uint8_t key[16];
+  tu_unhex(keyhex, key, 16);
+  hsm__des_set_parity(key, 16);
+  CU_ASSERT_EQUAL(hsm_component_kcv(HSM_ALG_TDES, key, 16, kcv), 0);
+}
+
+/* Golden requests, after the 4-character header, from the reference's
+ * field layouts (section 1 of hsm-and-payshield.md):
+ *   NC: the command code alone ("NC→ND ... request fields: —");
+ *   A8: "A8" | key type 3H (001: ZPK) | ZMK (LMK 04-05: U + 32H) | key
+ *       under the LMK (U + 32H) | key scheme under the ZMK 1A (X);
+ *   A6: "A6" | key type 3H | ZMK | key under the ZMK (X + 32H) | key
+ *       scheme under the LMK 1A (U). */
+static void test_key_exchange_golden_requests(void) {
+  char zmk[50], zpk[50], kcv[7], req[256], want[256];
+  ps_sim_wrap_key(HSM_USAGE_ZMK, ZMK_HEX, zmk, sizeof zmk, kcv);
+  ps_sim_wrap_key(HSM_USAGE_ZPK, ZPK_HEX, zpk, sizeof zpk, kcv);
+  hsm_t *k = kx_open(NULL);
+  /* The first request on a new connection is its NC, tag 0001. */
+  size_t n = ps_sim_last_request(sim, req, sizeof req);
+  CU_ASSERT_EQUAL(n, 6);
+  CU_ASSERT_EQUAL(memcmp(req, "0001NC", 6), 0);
+  uint8_t cg[24];
+  size_t cl = 0;
+  hsm_key_info_t info;
+  CU_ASSERT_EQUAL_FATAL(hsm_key_export_ecb(k, "a.zpk", "z.zmk", cg, sizeof cg,
+                                           &cl, "test", &info),
+                        0);
+  snprintf(want, sizeof want, "A8001%s%sX", zmk, zpk);
+  n = ps_sim_last_request(sim, req, sizeof req);
+  CU_ASSERT_EQUAL(n, 4 + strlen(want));
+  CU_ASSERT_EQUAL(memcmp(req + 4, want, strlen(want)), 0);
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "b.zpk", HSM_USAGE_ZPK, "z.zmk", cg, cl,
+                                     info.kcv, 0, "test", &info),
+                  0);
+  char hex[33];
+  static const char digits[] = "0123456789ABCDEF";
+  for (size_t i = 0; i < 16; i++) {
+    hex[2 * i] = digits[cg[i] >> 4];
+    hex[2 * i + 1] = digits[cg[i] & 15];
+  }
+  hex[32] = '\0';
+  snprintf(want, sizeof want, "A6001%sX%sU", zmk, hex);
+  n = ps_sim_last_request(sim, req, sizeof req);
+  CU_ASSERT_EQUAL(n, 4 + strlen(want));
+  CU_ASSERT_EQUAL(memcmp(req + 4, want, strlen(want)), 0);
+  kx_close(k);
+}
+
+/* A zone key exported under the ZMK (A8) and imported under it as a new
+ * label (A6) is the same key; the key table file gets the line, stays
+ * 0600, and no temporary file is left. */
+static void test_export_then_import_same_kcv(void) {
+  hsm_t *k = kx_open(NULL);
+  hsm_key_info_t zpk, out, back;
+  CU_ASSERT_EQUAL(hsm_key_info(k, "a.zpk", &zpk), 0);
+  uint8_t cg[24];
+  size_t cl = 0;
+  CU_ASSERT_EQUAL_FATAL(
+      hsm_key_export_ecb(k, "a.zpk", "z.zmk", cg, sizeof cg, &cl, "test", &out),
+      0);
+  CU_ASSERT_EQUAL(cl, 16);
+  CU_ASSERT_STRING_EQUAL(out.kcv, zpk.kcv);
+  /* What the network holds: the same cryptogram as computed in clear. */
+  uint8_t want[16];
+  under_zmk(ZPK_HEX, want);
+  CU_ASSERT_EQUAL(memcmp(cg, want, 16), 0);
+  CU_ASSERT_EQUAL_FATAL(hsm_key_import_ecb(k, "n.zpk", HSM_USAGE_ZPK, "z.zmk",
+                                           cg, cl, zpk.kcv, 0, "test", &back),
+                        0);
+  CU_ASSERT_STRING_EQUAL(back.kcv, zpk.kcv);
+  CU_ASSERT_EQUAL(back.version, 1);
+  CU_ASSERT_EQUAL(hsm_key_info(k, "n.zpk", &back), 0);
+  CU_ASSERT_STRING_EQUAL(back.kcv, zpk.kcv);
+  struct stat st;
+  CU_ASSERT_EQUAL(stat(kx_path, &st), 0);
+  CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+  CU_ASSERT_EQUAL(temp_files_left(), 0);
+  char text[4096];
+  slurp(kx_path, text, sizeof text);
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "# key exchange\n")); /* kept */
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, "\nn.zpk ZPK U"));
+  /* The new key works: a PIN block to it, from the original, and back. */
+  uint8_t in[8];
+  iso0_under(ZPK_HEX, "1234", "4111111111111111", in);
+  hsm_pin_translate_t a = {.src = {.label = "a.zpk"},
+                           .dst_label = "n.zpk",
+                           .src_format = HSM_PIN_ISO0,
+                           .dst_format = HSM_PIN_ISO0,
+                           .block = in,
+                           .block_len = 8,
+                           .pan = "4111111111111111",
+                           .pan_len = 16};
+  op_t op;
+  RUN(op, hsm_pin_translate(k, &op.req, &a, on_done));
+  CU_ASSERT_EQUAL(op.req.status, 0);
+  CU_ASSERT_EQUAL(memcmp(op.req.result.pin.block, in, 8), 0);
+  /* Reopened: the file parses to the same table. */
+  hsm_close(k);
+  hsm_config_t cfg = {.backend = "payshield",
+                      .payshield_host = "127.0.0.1",
+                      .payshield_port = sim_port,
+                      .payshield_key_table = kx_path};
+  CU_ASSERT_EQUAL_FATAL(hsm_open(&k, &loop, &cfg, NULL, 0), 0);
+  CU_ASSERT_EQUAL(hsm_key_info(k, "n.zpk", &back), 0);
+  CU_ASSERT_STRING_EQUAL(back.kcv, zpk.kcv);
+  kx_close(k);
+}
+
+/* A wrong check value stores nothing: the file is unchanged byte for
+ * byte.  Refusals that need no HSM, too. */
+static void test_import_kcv_mismatch_stores_nothing(void) {
+  hsm_t *k = kx_open(NULL);
+  char before[4096], after[4096], kcv[7];
+  size_t nb = slurp(kx_path, before, sizeof before);
+  uint8_t cg[16];
+  under_zmk(TPK_HEX, cg);
+  hsm_key_info_t out;
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "m.zpk", HSM_USAGE_ZPK, "z.zmk", cg, 16,
+                                     "000000", 0, "test", &out),
+                  HSM_E_KCV_MISMATCH);
+  kcv_of(TPK_HEX, kcv);
+  CU_ASSERT_EQUAL(hsm_key_info(k, "m.zpk", &out), HSM_E_KEY_NOT_FOUND);
+  size_t na = slurp(kx_path, after, sizeof after);
+  CU_ASSERT_EQUAL(na, nb);
+  CU_ASSERT_EQUAL(memcmp(before, after, nb), 0);
+  /* Wrong key-encrypting keys; usages that do not travel this way; a
+   * label taken by another usage. */
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "m.zpk", HSM_USAGE_ZPK, "a.zpk", cg, 16,
+                                     kcv, 0, "test", &out),
+                  HSM_E_KEY_USAGE);
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "m.zpk", HSM_USAGE_ZPK, "t.tmk", cg, 16,
+                                     kcv, 0, "test", &out),
+                  HSM_E_UNSUPPORTED);
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "m.zpk", HSM_USAGE_ZPK, "nope", cg, 16,
+                                     kcv, 0, "test", &out),
+                  HSM_E_KEY_NOT_FOUND);
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "m.pvk", HSM_USAGE_PVK, "z.zmk", cg, 16,
+                                     kcv, 0, "test", &out),
+                  HSM_E_UNSUPPORTED);
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "a.tak", HSM_USAGE_ZPK, "z.zmk", cg, 16,
+                                     kcv, 0, "test", &out),
+                  HSM_E_EXISTS);
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "bad label", HSM_USAGE_ZPK, "z.zmk", cg,
+                                     16, kcv, 0, "test", &out),
+                  HSM_E_INVAL);
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "m.zpk", HSM_USAGE_ZPK, "z.zmk", cg, 16,
+                                     "XYZ123", 0, "test", &out),
+                  HSM_E_INVAL);
+  uint8_t buf[24];
+  size_t bl = 0;
+  CU_ASSERT_EQUAL(hsm_key_export_ecb(k, "a.pvk", "z.zmk", buf, sizeof buf, &bl,
+                                     "test", &out),
+                  HSM_E_UNSUPPORTED);
+  CU_ASSERT_EQUAL(hsm_key_export_ecb(k, "a.tak", "t.tmk", buf, sizeof buf, &bl,
+                                     "test", &out),
+                  HSM_E_UNSUPPORTED);
+  CU_ASSERT_EQUAL(
+      hsm_key_export_ecb(k, "a.tak", "z.zmk", buf, 8, &bl, "test", &out),
+      HSM_E_INVAL);
+  /* The HSM refuses (ZMK parity): an error, nothing stored. */
+  ps_sim_force_error(sim, "A6", "10", 1);
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "m.zpk", HSM_USAGE_ZPK, "z.zmk", cg, 16,
+                                     kcv, 0, "test", &out),
+                  HSM_E_KEY_PARITY);
+  /* A cryptogram that is not a key under this ZMK (parity): refused. */
+  uint8_t junk[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+  CU_ASSERT_EQUAL(hsm_key_import_ecb(k, "m.zpk", HSM_USAGE_ZPK, "z.zmk", junk,
+                                     16, kcv, 0, "test", &out),
+                  HSM_E_KEY_PARITY);
+  na = slurp(kx_path, after, sizeof after);
+  CU_ASSERT_EQUAL(na, nb);
+  CU_ASSERT_EQUAL(memcmp(before, after, nb), 0);
+  CU_ASSERT_EQUAL(temp_files_left(), 0);
+  kx_close(k);
+}
+
+static int nversions;
+static void count_versions(void *ctx, const hsm_key_info_t *info) {
+  hsm_key_info_t *v = ctx;
+  if (strcmp(info->label, "a.tak") == 0 && nversions < 2)
+    v[nversions++] = *info;
+}
+
+/* A zone key change: the new TAK becomes version 2, the old one is kept
+ * with its not-after time (MAC verification uses the current version). */
+static void test_import_new_version_keeps_old(void) {
+  hsm_t *k = kx_open(NULL);
+  const char *newhex = "0F1E2D3C4B5A69788796A5B4C3D2E1F0";
+  char kcv[7];
+  kcv_of(newhex, kcv);
+  uint8_t cg[16];
+  under_zmk(newhex, cg);
+  hsm_key_info_t out, v[2];
+  CU_ASSERT_EQUAL_FATAL(hsm_key_import_ecb(k, "a.tak", HSM_USAGE_TAK, "z.zmk",
+                                           cg, 16, kcv, 2000000000, "test",
+                                           &out),
+                        0);
+  CU_ASSERT_EQUAL(out.version, 2);
+  CU_ASSERT_STRING_EQUAL(out.kcv, kcv);
+  nversions = 0;
+  CU_ASSERT_EQUAL(hsm_key_list(k, count_versions, v), 0);
+  CU_ASSERT_EQUAL_FATAL(nversions, 2);
+  CU_ASSERT_EQUAL(v[0].version, 1);
+  CU_ASSERT_EQUAL(v[0].not_after, 2000000000);
+  CU_ASSERT_EQUAL(v[1].version, 2);
+  CU_ASSERT_EQUAL(v[1].not_after, 0);
+  /* MACs are made with the current version. */
+  uint8_t data[16] = "0123456789ABCDEF", key[16], mac[8];
+  tu_unhex(newhex, key, 16);
+  hsm__des_set_parity(key, 16);
+  CU_ASSERT_EQUAL(hsm__mac_iso9797(3, 1, key, 16, data, 16, mac), 0);
+  hsm_mac_t m = {
+      .key_label = "a.tak", .alg = HSM_MAC_RETAIL, .data = data, .len = 16};
+  op_t op;
+  RUN(op, hsm_mac_generate(k, &op.req, &m, on_done));
+  CU_ASSERT_EQUAL(op.req.status, 0);
+  CU_ASSERT_EQUAL(memcmp(op.req.result.mac.mac, mac, 8), 0);
+  /* Exported again: the new key. */
+  uint8_t back[24];
+  size_t bl = 0;
+  CU_ASSERT_EQUAL(hsm_key_export_ecb(k, "a.tak", "z.zmk", back, sizeof back,
+                                     &bl, "test", &out),
+                  0);
+  CU_ASSERT_EQUAL(memcmp(back, cg, 16), 0);
+  char text[4096];
+  slurp(kx_path, text, sizeof text);
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, " 1 2000000000\n"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(text, " 2 0\n"));
+  struct stat st;
+  CU_ASSERT_EQUAL(stat(kx_path, &st), 0);
+  CU_ASSERT_EQUAL(st.st_mode & 0777, 0600);
+  CU_ASSERT_EQUAL(temp_files_left(), 0);
+  kx_close(k);
+}
+
+/* NC: every connection learns the LMK check value and firmware; a key
+ * table that names another LMK stops every request. */
+static void test_lmk_check(void) {
+  uint8_t lmk[16], kv[8];
+  char want[17], line[64], kcv[17], fw[10];
+  tu_unhex(PS_SIM_LMK_HEX, lmk, 16);
+  CU_ASSERT_EQUAL(hsm__kcv(HSM__TDES, lmk, 16, kv, 8), 0);
+  static const char digits[] = "0123456789ABCDEF";
+  for (size_t i = 0; i < 8; i++) {
+    want[2 * i] = digits[kv[i] >> 4];
+    want[2 * i + 1] = digits[kv[i] & 15];
+  }
+  want[16] = '\0';
+  snprintf(line, sizeof line, "!lmk-check %s\n", want);
+  hsm_t *k = kx_open(line);
+  CU_ASSERT_EQUAL(hsm__ps_lmk(k, kcv, fw), 0);
+  CU_ASSERT_STRING_EQUAL(kcv, want);
+  CU_ASSERT_STRING_EQUAL(fw, "0007-E000");
+  CU_ASSERT_EQUAL(hsm__ps_counter(k, "lmk_mismatch"), 0);
+  op_t op;
+  RUN(op, hsm_echo(k, &op.req, on_done));
+  CU_ASSERT_EQUAL(op.req.status, 0);
+  kx_close(k);
+  k = kx_open("!lmk-check 0123456789ABCDEF\n");
+  CU_ASSERT(hsm__ps_counter(k, "lmk_mismatch") >= 1);
+  RUN(op, hsm_echo(k, &op.req, on_done));
+  CU_ASSERT_EQUAL(op.req.status, HSM_E_BACKEND);
+  uint8_t cg[24];
+  size_t cl = 0;
+  hsm_key_info_t out;
+  CU_ASSERT_EQUAL(
+      hsm_key_export_ecb(k, "a.zpk", "z.zmk", cg, sizeof cg, &cl, "test", &out),
+      HSM_E_BACKEND);
+  kx_close(k);
+}
+
 /* (c) Hundreds in flight, answered out of order, each matched to its own
  * request: every request carries a different PIN. */
 enum { NPIPE = 600 };
@@ -1155,7 +1500,8 @@ static void test_tag_space_exhausted(void) {
   hsm_t *h2;
   CU_ASSERT_EQUAL_FATAL(ps_sim_start(&s2, &loop, 0, 2), 0);
   CU_ASSERT_EQUAL_FATAL(open_hsm(&h2, 1, 2, ps_sim_port(s2)), 0);
-  WAIT_UNTIL(hsm__ps_counter(h2, "up") == 1, 3000);
+  /* Up, and its NC answered: every tag is free. */
+  WAIT_UNTIL(hsm__ps_counter(h2, "lmk_checked") == 1, 3000);
   ps_sim_set_delay(s2, NULL, 50);
   static hsm_req_t reqs[150];
   tags_done = 0;
@@ -1578,6 +1924,12 @@ int main(void) {
       {"key_errors_complete_without_the_hsm",
        test_key_errors_complete_without_the_hsm},
       {"key_list_and_info_from_table", test_key_list_and_info_from_table},
+      {"key_exchange_golden_requests", test_key_exchange_golden_requests},
+      {"export_then_import_same_kcv", test_export_then_import_same_kcv},
+      {"import_kcv_mismatch_stores_nothing",
+       test_import_kcv_mismatch_stores_nothing},
+      {"import_new_version_keeps_old", test_import_new_version_keeps_old},
+      {"lmk_check", test_lmk_check},
       {"pipelining_out_of_order", test_pipelining_out_of_order},
       {"tag_space_exhausted", test_tag_space_exhausted},
       {"timeout_then_late_answer_dropped",

@@ -22,6 +22,11 @@
  *       K length 4H message                    -> M7 00 MAC
  *   M8  as M6, then the MAC (8H or 16H)        -> M9 00 / 01
  *   CY  K(CVK) CVV 3N PAN ; expiry 4N service 3N -> CZ 00 / 01
+ *   A6  key type 3H (001 ZPK, 002 TPK, 003 TAK, 008 ZAK) K(ZMK) key under
+ *       the ZMK (X + 32H or Y + 48H) LMK scheme 1A (U or T)
+ *                                             -> A7 00 K(LMK) KCV 6H
+ *   A8  key type 3H K(ZMK) K(LMK) ZMK scheme 1A (X or Y)
+ *                                             -> A9 00 key under ZMK KCV 6H
  * Anything else is answered with error 68 (command disabled).  A field
  * that does not parse, or bytes left over, is error 15.
  */
@@ -599,6 +604,70 @@ static const char *cmd_mac(cur_t *c, int verify, ans_t *a) {
   return NULL;
 }
 
+/* Key type codes of A6 and A8 (variant LMK).  002 covers TMK, TPK and
+ * PVK on a real HSM (one LMK pair); the test LMK keeps them apart, so it
+ * reads 002 as TPK. */
+static hsm_usage_t usage_of_type(const char *t) {
+  if (memcmp(t, "001", 3) == 0)
+    return HSM_USAGE_ZPK;
+  if (memcmp(t, "002", 3) == 0)
+    return HSM_USAGE_TPK;
+  if (memcmp(t, "003", 3) == 0)
+    return HSM_USAGE_TAK;
+  if (memcmp(t, "008", 3) == 0)
+    return HSM_USAGE_ZAK;
+  return HSM_USAGE_NONE;
+}
+
+/* A6 (import under a ZMK, to the LMK) and A8 (export from the LMK under a
+ * ZMK).  Keys under the ZMK are TDES-ECB under the clear ZMK (X/Y, ANSI
+ * X9.17; U/T are read the same). */
+static const char *cmd_key_exchange(cur_t *c, int import, ans_t *a) {
+  const char *type = take(c, 3);
+  kf_t kz, kk;
+  memset(&kk, 0, sizeof kk);
+  take_key(c, &kz);
+  take_key(c, &kk);
+  const char *sch = take(c, 1);
+  if (c->bad || c->off != c->n)
+    return "15";
+  hsm_usage_t u = usage_of_type(type);
+  if (u == HSM_USAGE_NONE)
+    return "04";
+  char want = import ? (kk.len == 24 ? 'T' : 'U') : (kk.len == 24 ? 'Y' : 'X');
+  if (kk.len == 8 || *sch != want)
+    return "26";
+  uint8_t zmk[24], key[24], enc[24], k3[3];
+  if (open_key(HSM_USAGE_ZMK, &kz, zmk))
+    return "10";
+  const char *e = NULL;
+  if (import) {
+    if (hsm__ecb_raw(HSM__TDES, zmk, kz.len, 0, kk.enc, key, kk.len) != 0)
+      e = "15";
+    else if (!hsm__des_parity_ok(key, kk.len))
+      e = "01";
+    else if (lmk_crypt(u, 1, key, enc, kk.len) != 0)
+      e = "15";
+  } else {
+    if (open_key(u, &kk, key))
+      e = "11";
+    else if (hsm__ecb_raw(HSM__TDES, zmk, kz.len, 1, key, enc, kk.len) != 0)
+      e = "15";
+  }
+  if (!e && hsm__kcv(HSM__TDES, key, kk.len, k3, 3) != 0)
+    e = "15";
+  hsm__cleanse(zmk, sizeof zmk);
+  hsm__cleanse(key, sizeof key);
+  if (!e) {
+    puts_(a, "00");
+    put(a, sch, 1);
+    put_hex(a, enc, kk.len);
+    put_hex(a, k3, 3);
+  }
+  hsm__cleanse(enc, sizeof enc);
+  return e;
+}
+
 /* CY: Visa CVV. */
 static const char *cmd_cvv(cur_t *c, ans_t *a) {
   kf_t kc;
@@ -688,6 +757,8 @@ int ps_sim_answer(unsigned header_len, const char *msg, size_t len, char *out,
     e = cmd_mac(&c, cmd[1] == '8', &body);
   } else if (memcmp(cmd, "CY", 2) == 0) {
     e = cmd_cvv(&c, &body);
+  } else if (memcmp(cmd, "A6", 2) == 0 || memcmp(cmd, "A8", 2) == 0) {
+    e = cmd_key_exchange(&c, cmd[1] == '6', &body);
   } else {
     e = "68";
   }

@@ -1,7 +1,7 @@
 /*
  * payshield_sim.h — a payShield host-protocol simulator for tests: a libuv
  * TCP server on 127.0.0.1 that answers B2 NC CA CC G0 DA EA DC EC M6 M8 CY
- * with the crypto of hsm/crypto.h under a fixed TEST LMK.
+ * A6 A8 with the crypto of hsm/crypto.h under a fixed TEST LMK.
  *
  * Test LMK scheme (self-consistent, NOT Thales's: real LMK variants are
  * documented only to Thales customers).  The test LMK is the 2-key TDES
