@@ -420,8 +420,11 @@ int hsm__ps_table_parse(const char *text, size_t len, hsm__ps_table_t **out,
   return 0;
 }
 
-int hsm__ps_table_load(const char *path, hsm__ps_table_t **out, char *err,
-                       size_t errcap) {
+/* Reads the whole key table file: a private regular file (checked on the
+ * path and again on the open descriptor), at most PS_TABLE_MAX_BYTES.  On
+ * success *out holds size + 1 bytes the caller wipes and frees. */
+static int table_slurp(const char *path, char **out, size_t *outlen,
+                       int64_t *mtime, char *err, size_t errcap) {
   *out = NULL;
   int rc = hsm__file_private(path);
   if (rc) {
@@ -463,6 +466,8 @@ int hsm__ps_table_load(const char *path, hsm__ps_table_t **out, char *err,
     close(fd);
     return HSM_E_NOMEM;
   }
+  /* One byte more than the size: a file that grew while being read is
+   * noticed rather than cut. */
   size_t got = 0;
   while (got < size + 1) {
     ssize_t r = read(fd, buf + got, size + 1 - got);
@@ -483,11 +488,27 @@ int hsm__ps_table_load(const char *path, hsm__ps_table_t **out, char *err,
       snprintf(err, errcap, "changed or failed while being read");
     return HSM_E_KEYSTORE;
   }
+  *out = buf;
+  *outlen = size;
+  if (mtime)
+    *mtime = (int64_t)st.st_mtime;
+  return 0;
+}
+
+int hsm__ps_table_load(const char *path, hsm__ps_table_t **out, char *err,
+                       size_t errcap) {
+  char *buf;
+  size_t size;
+  int64_t mtime = 0;
+  *out = NULL;
+  int rc = table_slurp(path, &buf, &size, &mtime, err, errcap);
+  if (rc)
+    return rc;
   rc = hsm__ps_table_parse(buf, size, out, err, errcap);
   hsm__cleanse(buf, size + 1);
   free(buf);
   if (!rc)
-    (*out)->mtime = (int64_t)st.st_mtime;
+    (*out)->mtime = mtime;
   return rc;
 }
 
@@ -1923,44 +1944,7 @@ static int kek_for(const hsm__ps_table_t *t, const char *label,
 
 /* The key table file as it is now (private, at most 1 MiB). */
 static int table_read(const char *path, char **out, size_t *outlen) {
-  *out = NULL;
-  if (hsm__file_private(path) != 0)
-    return HSM_E_PERMISSIONS;
-  int fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0)
-    return HSM_E_KEYSTORE;
-  struct stat st;
-  if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
-      (uintmax_t)st.st_size > PS_TABLE_MAX_BYTES) {
-    close(fd);
-    return HSM_E_KEYSTORE;
-  }
-  size_t size = (size_t)st.st_size, got = 0;
-  char *buf = malloc(size + 1);
-  if (!buf) {
-    close(fd);
-    return HSM_E_NOMEM;
-  }
-  while (got < size + 1) {
-    ssize_t r = read(fd, buf + got, size + 1 - got);
-    if (r < 0 && errno == EINTR)
-      continue;
-    if (r <= 0) {
-      if (r < 0)
-        got = SIZE_MAX;
-      break;
-    }
-    got += (size_t)r;
-  }
-  close(fd);
-  if (got != size) {
-    hsm__cleanse(buf, size + 1);
-    free(buf);
-    return HSM_E_KEYSTORE;
-  }
-  *out = buf;
-  *outlen = size;
-  return 0;
+  return table_slurp(path, out, outlen, NULL, NULL, 0);
 }
 
 /* Writes len bytes to path through a temporary file in the same
