@@ -32,6 +32,8 @@ PACKAGES=(
   openssl            # independent check values in the key tool's tests
   libp11-kit-dev     # the OASIS PKCS#11 header (pkcs11 HSM backend)
   softhsm2           # a real PKCS#11 token for the pkcs11 backend's tests
+  postgresql-15      # the switch's local database server (deploy/pg.sh)
+  iproute2           # ss: port checks in deploy/pg.sh and its test
 )
 
 check_only=0
@@ -73,6 +75,19 @@ if ((EUID != 0)); then
     sw_die "not root and sudo is not installed; as root run: apt-get install ${missing[*]}"
   as_root=(sudo)
 fi
+
+# Debian's postgresql packages create and start a system cluster (15/main
+# on port 5432) when first installed.  The switch runs its own cluster
+# under var/ (deploy/pg.sh), so that one would only be a stray server:
+# tell postgresql-common not to create it.
+for pkg in "${missing[@]}"; do
+  if [[ "$pkg" == postgresql-15 ]]; then
+    conf=/etc/postgresql-common/createcluster.d/00-iso8583-switch.conf
+    "${as_root[@]}" mkdir -p "$(dirname "$conf")"
+    printf '%s\n' "# written by deploy/install-deps.sh: the switch runs its own cluster" \
+      "create_main_cluster = false" | "${as_root[@]}" tee "$conf" >/dev/null
+  fi
+done
 
 apt=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get
   -o DPkg::Lock::Timeout=300 -o Dpkg::Use-Pty=0)

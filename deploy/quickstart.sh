@@ -11,6 +11,8 @@
 #            build/iso8583/iso8583 decode --dialect <dialect>, where
 #            <dialect> is the longest name in 'iso8583 dialects' that the
 #            file name starts with (dialect names may contain '-')
+#   db       PostgreSQL 15 on 127.0.0.1 with its cluster under var/pg/
+#            (deploy/pg.sh), left running for the switch
 #   hsm      a demo key ceremony with the soft HSM under var/hsm-demo/
 #            (hsm-keytool: master key, key store, two custodians'
 #            components per key, the key list with check values)
@@ -107,16 +109,22 @@ step_hsm() {
   "$kt" "${args[@]}" list
 }
 
-# Later steps (not yet written), kept here so the order is clear:
-#   db      start PostgreSQL on 127.0.0.1 with its cluster under var/pg/
-#           (var/ holds all runtime state and is ignored by git).
-#           PostgreSQL refuses to run as root, so as root this step will run
-#           the server as an unprivileged user that it creates.
-#   switch  start the switch on loopback against that database.
+# PostgreSQL on 127.0.0.1 with its cluster under var/pg/ (deploy/pg.sh,
+# docs/postgresql.md); as root the server runs as the system user swpg.
+# It is left running for the switch; deploy/pg.sh stop stops it.
+step_db() {
+  bash "$SW_ROOT/deploy/pg.sh" init
+  bash "$SW_ROOT/deploy/pg.sh" start
+  bash "$SW_ROOT/deploy/pg.sh" status
+}
+
+# Later step (not yet written):
+#   switch  start the switch on loopback against that database, with the
+#           issuer simulator and sample terminal traffic.
 
 # --- main ------------------------------------------------------------------
 
-STEPS=(deps build samples hsm)
+STEPS=(deps build samples hsm db)
 
 sw_log "quickstart in $SW_ROOT"
 for step in "${STEPS[@]}"; do
