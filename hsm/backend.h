@@ -76,6 +76,11 @@ struct hsm_s {
   hsm_req_t *head;   /* in-flight list; queue_[0] prev, queue_[1] next */
   uv_timer_t *timer; /* allocated on first deadline; NULL for soft */
   int closing;
+  /* Submitting calls on the stack, and a close asked for during one: a
+   * callback that runs inline may call hsm_close, and the handle must
+   * outlive the submitting call that ran it. */
+  int busy;
+  int close_pending;
   uint32_t seq;
 };
 

@@ -172,11 +172,18 @@ static int submit(hsm_t *h, hsm_req_t *req, hsm_op_t op, const void *args,
       hsm__now_ms(h) + (req->timeout_ms ? req->timeout_ms : h->timeout_ms);
   memset(&req->result, 0, sizeof req->result);
   link_req(h, req);
+  h->busy++;
   int rc = h->be->submit(h, req, args);
-  if (rc) {
+  h->busy--;
+  if (rc)
     unlink_req(h, req);
+  if (h->close_pending && !h->busy) {
+    /* The callback closed the handle while it ran inline. */
+    hsm_close(h);
     return rc;
   }
+  if (rc)
+    return rc;
   /* Still in flight after submit: a device round trip, which needs a
    * deadline.  (A completed request is off the list; do not touch it.) */
   if (h->in_flight && !h->closing) {
@@ -190,7 +197,18 @@ static int submit(hsm_t *h, hsm_req_t *req, hsm_op_t op, const void *args,
 void hsm_close(hsm_t *h) {
   if (!h)
     return;
+  if (h->busy) {
+    /* Called from a callback inside a submitting call: finish there. */
+    h->closing = 1;
+    h->close_pending = 1;
+    return;
+  }
+  /* A callback run by this close called it again: the close under way
+   * finishes the job. */
+  if (h->closing && !h->close_pending)
+    return;
   h->closing = 1;
+  h->close_pending = 0;
   while (h->head) {
     hsm_req_t *req = h->head;
     if (h->be->cancel)

@@ -339,7 +339,9 @@ struct uv_loop_s;
 int hsm_open(hsm_t **out, struct uv_loop_s *loop, const hsm_config_t *cfg,
              char *errbuf, size_t errcap);
 /* Completes every request still in flight with HSM_E_UNAVAILABLE (their
- * callbacks run before this returns), then frees everything. */
+ * callbacks run before this returns), then frees everything.  May be called
+ * from a completion callback, including one that runs inline inside a
+ * submitting call (the handle is then freed when that call returns). */
 void hsm_close(hsm_t *h);
 unsigned hsm_capabilities(const hsm_t *h); /* HSM_CAP_* */
 const char *hsm_backend_name(const hsm_t *h);
