@@ -67,6 +67,22 @@ void hsm__cleanse(void *p, size_t n);
 int hsm__random(uint8_t *out, size_t n);
 
 /* ------------------------------------------------------------------------ */
+/* Text (text.c): digits and hex, shared by the crypto layer and backends   */
+
+/* 1 if all n characters are decimal digits.  Branch-free: PINs pass
+ * through here, and how long a check takes must not depend on them. */
+int hsm__all_digits(const char *s, size_t n);
+/* Value of a hex digit, or -1.  upper_only refuses a-f: payShield and
+ * TR-31 are upper-case protocols, and accepting more would let two
+ * spellings of one message through. */
+int hsm__hexval(int c, int upper_only);
+/* n hex characters (n even) to n / 2 bytes; -1 on an odd n or a bad
+ * character (out is then partly written: callers wipe it). */
+int hsm__unhex(const char *s, size_t n, uint8_t *out, int upper_only);
+/* n bytes to 2n upper-case hex characters (no NUL). */
+void hsm__tohex(const uint8_t *p, size_t n, char *out);
+
+/* ------------------------------------------------------------------------ */
 /* PIN blocks (pinblock.c), ISO 9564-1                                       */
 
 /* Formats 0, 1 and 3 are 8-byte clear blocks (to be enciphered with TDES);

@@ -423,16 +423,6 @@ static int read_private(const char *path, size_t min, size_t max, int fail,
   return 0;
 }
 
-static int hexval(uint8_t c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* 32 raw bytes, or 64 hex digits and an optional "\n" (sizes 32, 64 and
  * 65 cannot be confused). */
 static int read_master(const char *path, uint8_t master[32]) {
@@ -449,7 +439,7 @@ static int read_master(const char *path, uint8_t master[32]) {
   } else if (len == 64 || (len == 65 && buf[64] == '\n')) {
     rc = 0;
     for (size_t i = 0; i < 32 && rc == 0; i++) {
-      int hi = hexval(buf[2 * i]), lo = hexval(buf[2 * i + 1]);
+      int hi = hsm__hexval(buf[2 * i], 0), lo = hsm__hexval(buf[2 * i + 1], 0);
       if (hi < 0 || lo < 0)
         rc = HSM_E_MASTER_KEY;
       else

@@ -129,16 +129,9 @@ static int all_uhex(const char *s, size_t n) {
   return 1;
 }
 
-static int all_digits(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (s[i] < '0' || s[i] > '9')
-      return 0;
-  return 1;
-}
-
 /* Exactly n digits and a NUL. */
 static int digits_exactly(const char *s, size_t n) {
-  return s && strnlen(s, n + 1) == n && all_digits(s, n);
+  return s && strnlen(s, n + 1) == n && hsm__all_digits(s, n);
 }
 
 /* The usages a payShield key table may hold (the LMK pairs the client
@@ -207,7 +200,8 @@ static size_t split_fields(char *line, char *f[7]) {
 static int parse_dec(const char *s, size_t maxdigits, uint64_t max,
                      uint64_t *out) {
   size_t n = strlen(s);
-  if (n == 0 || n > maxdigits || !all_digits(s, n) || (n > 1 && s[0] == '0'))
+  if (n == 0 || n > maxdigits || !hsm__all_digits(s, n) ||
+      (n > 1 && s[0] == '0'))
     return -1;
   uint64_t v = 0;
   for (size_t i = 0; i < n; i++)
@@ -741,7 +735,8 @@ static int encode_verify(const hsm__ps_table_t *t, const hsm_pin_verify_t *a,
   if (a->method == HSM_PIN_VERIFY_IBM3624) {
     char vd12[13];
     /* all_digits stops at a NUL: a short offset string is not read past. */
-    if (!digits_exactly(a->dectab, 16) || !all_digits(a->offset, a->offset_len))
+    if (!digits_exactly(a->dectab, 16) ||
+        !hsm__all_digits(a->offset, a->offset_len))
       return HSM_E_BAD_DATA;
     if ((rc = validation_data12(a->validation_data, acct, vd12)))
       return rc;
@@ -922,7 +917,7 @@ static int is_verify_cmd(const char *cmd) {
 
 int hsm__ps_status(const char *cmd, const char *code, hsm_verify_t *verify) {
   *verify = HSM_VERIFY_OK;
-  if (!cmd || !code || !all_digits(code, 2))
+  if (!cmd || !code || !hsm__all_digits(code, 2))
     return HSM_E_BACKEND;
   if (memcmp(code, "01", 2) == 0 && is_verify_cmd(cmd)) {
     *verify = HSM_VERIFY_FAILED;
@@ -935,17 +930,6 @@ int hsm__ps_status(const char *cmd, const char *code, hsm_verify_t *verify) {
     if (memcmp(code, ps_errors[i].code, 2) == 0)
       return ps_errors[i].status;
   return HSM_E_BACKEND;
-}
-
-static int unhex(const char *s, size_t n, uint8_t *out) {
-  for (size_t i = 0; i < n; i += 2) {
-    if (!is_uhex(s[i]) || !is_uhex(s[i + 1]))
-      return -1;
-    int hi = s[i] <= '9' ? s[i] - '0' : s[i] - 'A' + 10;
-    int lo = s[i + 1] <= '9' ? s[i + 1] - '0' : s[i + 1] - 'A' + 10;
-    out[i / 2] = (uint8_t)(hi << 4 | lo);
-  }
-  return 0;
 }
 
 /* The body of a response (response code onwards) to a request described
@@ -969,7 +953,7 @@ static int decode_body(const ps_expect_t *x, const char *b, size_t n,
   if ((c0 == 'C' && (c1 == 'A' || c1 == 'C')) || (c0 == 'G' && c1 == '0')) {
     hsm_pin_format_t fmt;
     uint8_t block[8];
-    if (fl != 20 || !all_digits(f, 2) || unhex(f + 2, 16, block) ||
+    if (fl != 20 || !hsm__all_digits(f, 2) || hsm__unhex(f + 2, 16, block, 1) ||
         fmt_parse(f + 18, &fmt) || fmt != x->dst_format)
       return HSM_E_BACKEND;
     unsigned len = (unsigned)(f[0] - '0') * 10 + (unsigned)(f[1] - '0');
@@ -985,7 +969,7 @@ static int decode_body(const ps_expect_t *x, const char *b, size_t n,
   }
   if (c0 == 'M' && c1 == '6') {
     uint8_t mac[8];
-    if (fl != 16 || unhex(f, 16, mac))
+    if (fl != 16 || hsm__unhex(f, 16, mac, 1))
       return HSM_E_BACKEND;
     if (x->mac_local) {
       req->verify = CRYPTO_memcmp(mac, x->mac, x->mac_len) == 0
@@ -1005,7 +989,7 @@ static int decode_body(const ps_expect_t *x, const char *b, size_t n,
  * for a well-formed header no request of ours could carry.  -1 if the
  * header is not digits at all. */
 static int parse_tag(const char *p, unsigned header_len, uint32_t *tag) {
-  if (!all_digits(p, header_len))
+  if (!hsm__all_digits(p, header_len))
     return -1;
   uint32_t v = 0;
   unsigned lead = header_len > 9 ? header_len - 9 : 0;
@@ -2221,7 +2205,8 @@ static int ps_key_export_ecb(hsm_t *h, const char *label, const char *kek_label,
   if (!rc) {
     /* A9: key under the ZMK (X + 32H or Y + 48H), check value 6H. */
     if (rl != 1 + 2 * n + 6 || resp[0] != (n == 24 ? 'Y' : 'X') ||
-        !all_uhex(resp + 1 + 2 * n, 6) || unhex(resp + 1, 2 * n, cryptogram)) {
+        !all_uhex(resp + 1 + 2 * n, 6) ||
+        hsm__unhex(resp + 1, 2 * n, cryptogram, 1)) {
       ps->malformed++;
       rc = HSM_E_BACKEND;
     } else if (memcmp(resp + 1 + 2 * n, kcv, 6) != 0) {

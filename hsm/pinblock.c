@@ -34,17 +34,10 @@ enum {
   ISO4_FILL_LEN = 8
 };
 
-static int all_digits(const char *s, size_t n) {
-  unsigned bad = 0;
-  for (size_t i = 0; i < n; i++)
-    bad |= (unsigned)((unsigned char)s[i] - '0') > 9;
-  return !bad;
-}
-
 static int check_pin(const char *pin, size_t pinlen) {
   if (!pin)
     return HSM_E_INVAL;
-  if (pinlen < PIN_MIN || pinlen > PIN_MAX || !all_digits(pin, pinlen))
+  if (pinlen < PIN_MIN || pinlen > PIN_MAX || !hsm__all_digits(pin, pinlen))
     return HSM_E_PIN_LENGTH;
   return 0;
 }
@@ -69,7 +62,7 @@ static void unpack(const uint8_t *in, size_t nbytes, uint8_t *nib) {
 static int pan_field_iso0(const char *pan, size_t panlen, uint8_t out[8]) {
   if (!pan)
     return HSM_E_INVAL;
-  if (panlen < 13 || panlen > PAN_MAX || !all_digits(pan, panlen))
+  if (panlen < 13 || panlen > PAN_MAX || !hsm__all_digits(pan, panlen))
     return HSM_E_BAD_PAN;
   uint8_t nib[NIB8] = {0};
   const char *d = pan + panlen - 13;
@@ -86,7 +79,7 @@ static int pan_field_iso0(const char *pan, size_t panlen, uint8_t out[8]) {
 static int pan_field_iso4(const char *pan, size_t panlen, uint8_t out[16]) {
   if (!pan)
     return HSM_E_INVAL;
-  if (panlen < 1 || panlen > PAN_MAX || !all_digits(pan, panlen))
+  if (panlen < 1 || panlen > PAN_MAX || !hsm__all_digits(pan, panlen))
     return HSM_E_BAD_PAN;
   uint8_t nib[NIB16] = {0};
   size_t start = 1;

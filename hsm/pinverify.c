@@ -22,17 +22,10 @@
 
 enum { PIN_MIN = 4, PIN_MAX = 12, PAN_MIN = 12, PAN_MAX = 19 };
 
-static int all_digits(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (s[i] < '0' || s[i] > '9')
-      return 0;
-  return 1;
-}
-
 static int check_pin(const char *pin, size_t pinlen) {
   if (!pin)
     return HSM_E_INVAL;
-  if (pinlen < PIN_MIN || pinlen > PIN_MAX || !all_digits(pin, pinlen))
+  if (pinlen < PIN_MIN || pinlen > PIN_MAX || !hsm__all_digits(pin, pinlen))
     return HSM_E_PIN_LENGTH;
   return 0;
 }
@@ -42,30 +35,8 @@ static int check_pin(const char *pin, size_t pinlen) {
 static int check_pan(const char *pan, size_t panlen) {
   if (!pan)
     return HSM_E_INVAL;
-  if (panlen < PAN_MIN || panlen > PAN_MAX || !all_digits(pan, panlen))
+  if (panlen < PAN_MIN || panlen > PAN_MAX || !hsm__all_digits(pan, panlen))
     return HSM_E_BAD_PAN;
-  return 0;
-}
-
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
-/* Packs n decimal or hex digits (n even) into n / 2 bytes; -1 on a
- * non-hex character. */
-static int pack_hex(const char *s, size_t n, uint8_t *out) {
-  for (size_t i = 0; i < n; i += 2) {
-    int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-    if (hi < 0 || lo < 0)
-      return -1;
-    out[i / 2] = (uint8_t)(hi << 4 | lo);
-  }
   return 0;
 }
 
@@ -99,9 +70,10 @@ static int natural_pin(hsm__cipher_t *pvk, const char *validation_data,
   /* Both strings are read for exactly 16 characters: a shorter string
    * stops at its NUL, which is neither a hex nor a decimal digit. */
   for (size_t i = 0; i < 16; i++)
-    if (hexval(validation_data[i]) < 0 || dectab[i] < '0' || dectab[i] > '9')
+    if (hsm__hexval(validation_data[i], 0) < 0 || dectab[i] < '0' ||
+        dectab[i] > '9')
       return HSM_E_BAD_DATA;
-  if (pack_hex(validation_data, 16, blk) != 0)
+  if (hsm__unhex(validation_data, 16, blk, 0) != 0)
     return HSM_E_BAD_DATA;
   int rc = hsm__ecb(pvk, 1, blk, blk, 8);
   if (rc == 0)
@@ -150,7 +122,7 @@ int hsm__ibm3624_verify(hsm__cipher_t *pvk, const char *validation_data,
     return rc;
   if (!offset)
     return HSM_E_INVAL;
-  if (offlen < PIN_MIN || offlen > pinlen || !all_digits(offset, offlen))
+  if (offlen < PIN_MIN || offlen > pinlen || !hsm__all_digits(offset, offlen))
     return HSM_E_BAD_DATA;
   if ((rc = natural_pin(pvk, validation_data, dectab, nat)) != 0)
     return rc;
@@ -186,7 +158,7 @@ int hsm__visa_pvv(hsm__cipher_t *pvk, const char *pan, size_t panlen, int pvki,
   memcpy(tsp, pan + panlen - 12, 11);
   tsp[11] = (char)('0' + pvki);
   memcpy(tsp + 12, pin, 4);
-  rc = pack_hex(tsp, 16, blk) == 0 ? 0 : HSM_E_BAD_DATA;
+  rc = hsm__unhex(tsp, 16, blk, 0) == 0 ? 0 : HSM_E_BAD_DATA;
   if (rc == 0)
     rc = hsm__ecb(pvk, 1, blk, blk, 8);
   if (rc == 0)
@@ -215,13 +187,13 @@ int hsm__visa_cvv(hsm__cipher_t *cvk, const char *pan, size_t panlen,
     return HSM_E_KEY_LENGTH;
   if ((rc = check_pan(pan, panlen)) != 0)
     return rc;
-  if (!all_digits(expiry, 4) || !all_digits(service, 3))
+  if (!hsm__all_digits(expiry, 4) || !hsm__all_digits(service, 3))
     return HSM_E_BAD_DATA;
   memset(data, '0', sizeof data);
   memcpy(data, pan, panlen);
   memcpy(data + panlen, expiry, 4);
   memcpy(data + panlen + 4, service, 3);
-  rc = pack_hex(data, 32, blk) == 0 ? 0 : HSM_E_BAD_DATA;
+  rc = hsm__unhex(data, 32, blk, 0) == 0 ? 0 : HSM_E_BAD_DATA;
   /* The first step is single DES with key A: the left half of the stored
    * key, widened to A|A by hsm__ecb_raw. */
   if (rc == 0)

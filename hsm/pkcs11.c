@@ -882,33 +882,6 @@ static void destroy_obj(sess_t *c, CK_OBJECT_HANDLE o) {
 /* ------------------------------------------------------------------------ */
 /* Host-side formatting                                                      */
 
-static int all_digits(const char *s, size_t n) {
-  for (size_t i = 0; i < n; i++)
-    if (s[i] < '0' || s[i] > '9')
-      return 0;
-  return 1;
-}
-
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
-static int pack_hex(const char *s, size_t n, uint8_t *out) {
-  for (size_t i = 0; i < n; i += 2) {
-    int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-    if (hi < 0 || lo < 0)
-      return -1;
-    out[i / 2] = (uint8_t)(hi << 4 | lo);
-  }
-  return 0;
-}
-
 static unsigned nibble(const uint8_t *b, size_t i) {
   return i % 2 ? b[i / 2] & 0x0Fu : b[i / 2] >> 4;
 }
@@ -930,7 +903,7 @@ static void visa_decimalise(const uint8_t blk[8], char *out, size_t n) {
 
 /* ISO 9564-1 format 4 PAN field (as pinblock.c's). */
 static int pan_field4(const char *pan, size_t panlen, uint8_t out[16]) {
-  if (panlen < 1 || panlen > 19 || !all_digits(pan, panlen))
+  if (panlen < 1 || panlen > 19 || !hsm__all_digits(pan, panlen))
     return HSM_E_BAD_PAN;
   uint8_t nib[32] = {0};
   size_t start = 1;
@@ -978,7 +951,7 @@ static int parse_field4(const uint8_t f[8], char *pin, size_t *pinlen) {
 }
 
 static int check_pin(const char *pin, size_t pinlen) {
-  return pinlen >= 4 && pinlen <= 12 && all_digits(pin, pinlen)
+  return pinlen >= 4 && pinlen <= 12 && hsm__all_digits(pin, pinlen)
              ? 0
              : HSM_E_PIN_LENGTH;
 }
@@ -1231,9 +1204,10 @@ static int op_pin_verify(sess_t *c, job_t *j) {
      * PVK, decimalised through dectab; offset = PIN - natural PIN, digit
      * by digit mod 10, over the right-most offset_len digits. */
     size_t off = j->offset_len;
-    if (off < 4 || off > pin_len || !all_digits(j->offset, off) ||
+    if (off < 4 || off > pin_len || !hsm__all_digits(j->offset, off) ||
         j->vdata_len != 16 || j->dectab_len != 16 ||
-        !all_digits(j->dectab, 16) || pack_hex(j->vdata, 16, blk) != 0)
+        !hsm__all_digits(j->dectab, 16) ||
+        hsm__unhex(j->vdata, 16, blk, 0) != 0)
       rc = HSM_E_BAD_DATA;
     if (!rc)
       rc = tok_ecb(c, HSM_ALG_TDES, 1, k->obj, blk, blk, 8);
@@ -1257,7 +1231,7 @@ static int op_pin_verify(sess_t *c, job_t *j) {
       memcpy(tsp, j->pan + j->pan_len - 12, 11);
       tsp[11] = (char)('0' + j->pvki);
       memcpy(tsp + 12, pin, 4);
-      rc = pack_hex(tsp, 16, blk) == 0 ? 0 : HSM_E_BAD_DATA;
+      rc = hsm__unhex(tsp, 16, blk, 0) == 0 ? 0 : HSM_E_BAD_DATA;
     }
     if (!rc)
       rc = tok_ecb(c, HSM_ALG_TDES, 1, k->obj, blk, blk, 8);
@@ -1407,8 +1381,9 @@ static int op_cvv(sess_t *c, job_t *j) {
     rc = HSM_E_KEY_USAGE;
   if (!rc && !(kk = tset_find(&t, k->m.version, ROLE_LEFT)))
     rc = HSM_E_UNSUPPORTED;
-  if (!rc && (j->expiry_len != 4 || j->service_len != 3 ||
-              !all_digits(j->expiry, 4) || !all_digits(j->service, 3)))
+  if (!rc &&
+      (j->expiry_len != 4 || j->service_len != 3 ||
+       !hsm__all_digits(j->expiry, 4) || !hsm__all_digits(j->service, 3)))
     rc = HSM_E_BAD_DATA;
   char data[32], cvv[4];
   uint8_t blk[16];
@@ -1417,7 +1392,7 @@ static int op_cvv(sess_t *c, job_t *j) {
     memcpy(data, j->pan, j->pan_len);
     memcpy(data + j->pan_len, j->expiry, 4);
     memcpy(data + j->pan_len + 4, j->service, 3);
-    rc = pack_hex(data, 32, blk) == 0 ? 0 : HSM_E_BAD_DATA;
+    rc = hsm__unhex(data, 32, blk, 0) == 0 ? 0 : HSM_E_BAD_DATA;
   }
   if (!rc)
     rc = tok_ecb(c, HSM_ALG_TDES, 1, kk->obj, blk, blk, 8);

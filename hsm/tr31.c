@@ -119,37 +119,12 @@ static int is_alnum(char c) {
 
 /* Upper-case hex only: the MAC of A and C covers the text, and for B and D
  * a lower-case digit would be a second spelling of one block. */
-static int hex_val(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-static int unhex(const char *s, size_t n, uint8_t *out) {
-  for (size_t i = 0; i < n; i++) {
-    int hi = hex_val(s[2 * i]), lo = hex_val(s[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return -1;
-    out[i] = (uint8_t)(hi << 4 | lo);
-  }
-  return 0;
-}
-
-static void tohex(const uint8_t *p, size_t n, char *out) {
-  static const char digits[] = "0123456789ABCDEF";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[p[i] >> 4];
-    out[2 * i + 1] = digits[p[i] & 15];
-  }
-}
 
 /* Value of n hex digits, or -1. */
 static long hex_number(const char *s, size_t n) {
   long v = 0;
   for (size_t i = 0; i < n; i++) {
-    int d = hex_val(s[i]);
+    int d = hsm__hexval(s[i], 1);
     if (d < 0)
       return -1;
     v = v * 16 + d;
@@ -327,8 +302,8 @@ static int unwrap(const uint8_t *kbpk, size_t kbpklen, const char *block,
     return -1;
   size_t plen = enc_hex / 2;
   uint8_t enc[PAYLOAD_MAX], mac[MAC_MAX], want[MAC_MAX];
-  if (unhex(block + h->header_len, plen, enc) ||
-      unhex(block + h->header_len + enc_hex, v->mac_len, mac))
+  if (hsm__unhex(block + h->header_len, 2 * plen, enc, 1) ||
+      hsm__unhex(block + h->header_len + enc_hex, 2 * v->mac_len, mac, 1))
     return -1;
   if (derive_keys(v, kbpk, kbpklen, kbek, kbak))
     return -1;
@@ -449,7 +424,7 @@ int hsm__tr31_wrap(const uint8_t *kbpk, size_t kbpklen, const hsm__tr31_t *hdr,
      * and the encrypted key data. */
     rc = cbc(v, kbek, kbpklen, 1, (const uint8_t *)out, payload, enc, plen);
     if (rc == 0) {
-      tohex(enc, plen, out + HDR_FIXED);
+      hsm__tohex(enc, plen, out + HDR_FIXED);
       memcpy(msg + HDR_FIXED, enc, plen);
       rc = compute_mac(v, kbak, kbpklen, msg, HDR_FIXED + plen, mac);
     }
@@ -461,10 +436,10 @@ int hsm__tr31_wrap(const uint8_t *kbpk, size_t kbpklen, const hsm__tr31_t *hdr,
     if (rc == 0)
       rc = cbc(v, kbek, kbpklen, 1, mac, payload, enc, plen);
     if (rc == 0)
-      tohex(enc, plen, out + HDR_FIXED);
+      hsm__tohex(enc, plen, out + HDR_FIXED);
   }
   if (rc == 0) {
-    tohex(mac, v->mac_len, out + HDR_FIXED + 2 * plen);
+    hsm__tohex(mac, v->mac_len, out + HDR_FIXED + 2 * plen);
     out[total] = '\0';
     *outlen = total;
   } else {

@@ -70,37 +70,8 @@ static uint8_t variant_of(hsm_usage_t u) {
   }
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
-/* Upper-case hex only, as payShield sends and expects. */
-static int unhex(const char *s, size_t n, uint8_t *out) {
-  if (n % 2)
-    return -1;
-  for (size_t i = 0; i < n; i += 2) {
-    int hi = hexval(s[i]), lo = hexval(s[i + 1]);
-    if (hi < 0 || lo < 0)
-      return -1;
-    out[i / 2] = (uint8_t)(hi << 4 | lo);
-  }
-  return 0;
-}
-
-static void tohex(const uint8_t *b, size_t n, char *out) {
-  static const char digits[] = "0123456789ABCDEF";
-  for (size_t i = 0; i < n; i++) {
-    out[2 * i] = digits[b[i] >> 4];
-    out[2 * i + 1] = digits[b[i] & 15];
-  }
-}
-
 static void lmk_variant(hsm_usage_t u, uint8_t lmk[16]) {
-  (void)unhex(PS_SIM_LMK_HEX, 32, lmk);
+  (void)hsm__unhex(PS_SIM_LMK_HEX, 32, lmk, 1);
   lmk[0] ^= variant_of(u);
   lmk[8] ^= variant_of(u);
 }
@@ -128,7 +99,7 @@ int ps_sim_wrap_key(hsm_usage_t usage, const char *clear_hex, char *out,
                 ? (char)(clear_hex[i] - 'a' + 'A')
                 : clear_hex[i];
   size_t n = hl / 2;
-  if (unhex(up, hl, key))
+  if (hsm__unhex(up, hl, key, 1))
     return HSM_E_INVAL;
   hsm__des_set_parity(key, n);
   int rc = hsm__kcv(HSM__TDES, key, n, k3, 3);
@@ -140,9 +111,9 @@ int ps_sim_wrap_key(hsm_usage_t usage, const char *clear_hex, char *out,
       out[o++] = 'U';
     else if (n == 24)
       out[o++] = 'T';
-    tohex(enc, n, out + o);
+    hsm__tohex(enc, n, out + o);
     out[o + 2 * n] = '\0';
-    tohex(k3, 3, kcv);
+    hsm__tohex(k3, 3, kcv);
     kcv[6] = '\0';
   }
   hsm__cleanse(key, sizeof key);
@@ -197,7 +168,7 @@ static const char *take_digits(cur_t *c, size_t n) {
 
 static void take_hex(cur_t *c, size_t n, uint8_t *out) {
   const char *s = take(c, n);
-  if (s && unhex(s, n, out))
+  if (s && hsm__unhex(s, n, out, 1))
     c->bad = 1;
 }
 
@@ -314,7 +285,7 @@ static void put_hex(ans_t *a, const uint8_t *b, size_t n) {
   char tmp[64];
   while (n) {
     size_t k = n > 32 ? 32 : n;
-    tohex(b, k, tmp);
+    hsm__tohex(b, k, tmp);
     put(a, tmp, 2 * k);
     b += k;
     n -= k;
@@ -368,8 +339,9 @@ static const char *cmd_dukpt(cur_t *c, ans_t *a) {
   take_key(c, &kb);
   take_key(c, &kz);
   const char *desc = take(c, 3);
-  int x = desc ? hexval(desc[0]) : -1, y = desc ? hexval(desc[1]) : -1;
-  int z = desc ? hexval(desc[2]) : -1;
+  int x = desc ? hsm__hexval(desc[0], 1) : -1,
+      y = desc ? hsm__hexval(desc[1], 1) : -1;
+  int z = desc ? hsm__hexval(desc[2], 1) : -1;
   if (x < 0 || y < 0 || z < 0 || x + y + z + 5 > 20)
     return "15";
   char kh[20];
@@ -379,7 +351,7 @@ static const char *cmd_dukpt(cur_t *c, ans_t *a) {
     return "15";
   memset(kh, 'F', sizeof kh);
   memcpy(kh + 20 - kl, ks, kl);
-  if (unhex(kh, 20, ksn))
+  if (hsm__unhex(kh, 20, ksn, 1))
     return "15";
   take_hex(c, 16, block);
   const char *sf = take_digits(c, 2), *df = take_digits(c, 2);
@@ -444,7 +416,7 @@ static const char *cmd_ibm(cur_t *c, int tpk, ans_t *a) {
       memcpy(vd16 + o, acct + 7, 5);
       o += 5;
       ns++;
-    } else if (hexval(vd[i]) >= 0 && o < 16) {
+    } else if (hsm__hexval(vd[i], 1) >= 0 && o < 16) {
       vd16[o++] = vd[i];
     } else {
       return "15";
@@ -558,7 +530,7 @@ static const char *cmd_mac(cur_t *c, int verify, ans_t *a) {
   take_key(c, &km);
   const char *lh = take(c, 4);
   uint8_t l2[2];
-  if (!lh || unhex(lh, 4, l2))
+  if (!lh || hsm__unhex(lh, 4, l2, 1))
     return "15";
   size_t mlen = (size_t)l2[0] << 8 | l2[1];
   const char *msg = take(c, mlen);
@@ -574,7 +546,7 @@ static const char *cmd_mac(cur_t *c, int verify, ans_t *a) {
   size_t dlen = mlen;
   if (*input == '1') {
     dlen = mlen / 2;
-    if (unhex(msg, mlen, data)) {
+    if (hsm__unhex(msg, mlen, data, 1)) {
       free(data);
       return "15";
     }
@@ -724,7 +696,7 @@ int ps_sim_answer(unsigned header_len, const char *msg, size_t len, char *out,
   if (memcmp(cmd, "B2", 2) == 0) {
     const char *lh = take(&c, 4);
     uint8_t l2[2];
-    if (!lh || unhex(lh, 4, l2)) {
+    if (!lh || hsm__unhex(lh, 4, l2, 1)) {
       e = "15";
     } else {
       size_t n = (size_t)l2[0] << 8 | l2[1];
@@ -737,7 +709,7 @@ int ps_sim_answer(unsigned header_len, const char *msg, size_t len, char *out,
     }
   } else if (memcmp(cmd, "NC", 2) == 0) {
     uint8_t lmk[16], kcv[8];
-    (void)unhex(PS_SIM_LMK_HEX, 32, lmk);
+    (void)hsm__unhex(PS_SIM_LMK_HEX, 32, lmk, 1);
     e = c.n ? "15" : hsm__kcv(HSM__TDES, lmk, 16, kcv, 8) ? "13" : NULL;
     hsm__cleanse(lmk, sizeof lmk);
     if (!e) {
