@@ -12,7 +12,8 @@
 #            <dialect> is the longest name in 'iso8583 dialects' that the
 #            file name starts with (dialect names may contain '-')
 #   db       PostgreSQL 15 on 127.0.0.1 with its cluster under var/pg/
-#            (deploy/pg.sh), left running for the switch
+#            (deploy/pg.sh), left running for the switch, and the schema
+#            (switchctl migrate)
 #   hsm      a demo key ceremony with the soft HSM under var/hsm-demo/
 #            (hsm-keytool: master key, key store, two custodians'
 #            components per key, the key list with check values)
@@ -116,6 +117,8 @@ step_db() {
   bash "$SW_ROOT/deploy/pg.sh" init
   bash "$SW_ROOT/deploy/pg.sh" start
   bash "$SW_ROOT/deploy/pg.sh" status
+  # The schema: numbered migrations, applied once (db/migrations).
+  "$SW_ROOT/build/switch/switchctl" migrate
 }
 
 # Later step (not yet written):
