@@ -245,7 +245,8 @@ static int list_dir(const char *dir, mig_list_t *l, errbuf_t *e) {
   closedir(d);
   if (rc)
     return rc;
-  qsort(l->v, l->n, sizeof *l->v, cmp_mig);
+  if (l->n > 1)
+    qsort(l->v, l->n, sizeof *l->v, cmp_mig);
   for (size_t i = 0; i + 1 < l->n; i++)
     if (l->v[i].version == l->v[i + 1].version) {
       set_err(e, "migrations \"%s\" and \"%s\" have the same number %04d",

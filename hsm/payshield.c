@@ -510,7 +510,7 @@ int hsm__ps_table_load(const char *path, hsm__ps_table_t **out, char *err,
 static const ps_key_t *table_find(const hsm__ps_table_t *t, const char *label) {
   if (!t || !label || t->n == 0)
     return NULL;
-  ps_key_t probe;
+  ps_key_t probe = {0}; /* key_cmp reads only the label */
   size_t n = strnlen(label, sizeof probe.label);
   if (n == sizeof probe.label)
     return NULL;

@@ -766,7 +766,7 @@ static int tset_get(sess_t *c, const char *label, tset_t *t) {
     return 0;
   }
   cache_drop_locked(p, label, 0); /* an expired entry */
-  if (m->ncache >= P11_CACHE_MAX) {
+  if (m->ncache >= P11_CACHE_MAX && m->cache) {
     cache_ent_t **oldest = &m->cache;
     for (cache_ent_t **pp = &m->cache; *pp; pp = &(*pp)->next)
       if ((*pp)->loaded_ms < (*oldest)->loaded_ms)

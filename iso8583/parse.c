@@ -297,8 +297,8 @@ static size_t unhex_checked(const uint8_t *t, size_t n2, uint8_t *out) {
       word_unhex(w, out + i / 2);
 #else
       for (size_t k = 0; k < 8; k += 2)
-        out[(i + k) / 2] =
-            (uint8_t)(iso__hexval(t[i + k]) << 4 | iso__hexval(t[i + k + 1]));
+        out[(i + k) / 2] = (uint8_t)((unsigned)iso__hexval(t[i + k]) << 4 |
+                                     (unsigned)iso__hexval(t[i + k + 1]));
 #endif
     }
   }
@@ -306,7 +306,8 @@ static size_t unhex_checked(const uint8_t *t, size_t n2, uint8_t *out) {
     if (!iso__hexok[t[i]])
       return i;
     if (out && (i & 1))
-      out[i / 2] = (uint8_t)(iso__hexval(t[i - 1]) << 4 | iso__hexval(t[i]));
+      out[i / 2] = (uint8_t)((unsigned)iso__hexval(t[i - 1]) << 4 |
+                             (unsigned)iso__hexval(t[i]));
   }
   return n2;
 }
@@ -621,8 +622,10 @@ int iso_get_bytes(const iso_msg_t *m, int n, uint8_t *out, size_t cap,
     return ISO_E_NOSPACE;
   if (def->body_enc == ISO_ENC_HEX) {
     for (size_t i = 0; i < s->units; i++)
-      out[i] = (uint8_t)(iso__hexval(body[2 * i]) << 4 |
-                         iso__hexval(body[2 * i + 1]));
+      /* Validated by iso_parse; unsigned keeps even a broken invariant
+       * defined behaviour. */
+      out[i] = (uint8_t)((unsigned)iso__hexval(body[2 * i]) << 4 |
+                         (unsigned)iso__hexval(body[2 * i + 1]));
   } else {
     memcpy(out, body, s->units);
   }
