@@ -42,7 +42,19 @@ extern "C" {
   XX(MISSING, "an applied migration has no file")                              \
   XX(ORDER, "a new migration is numbered below an applied one")                \
   XX(SQL, "the database reported an error")                                    \
-  XX(CONNECT, "cannot connect to the database")
+  XX(CONNECT, "cannot connect to the database")                                \
+  XX(CLOSED, "the business date is closed")                                    \
+  XX(PENDING, "transactions of the date are still pending")                    \
+  XX(NOT_FOUND, "no such row")                                                 \
+  XX(CONFLICT, "another node or run holds it")                                 \
+  XX(TIMEOUT, "timed out")                                                     \
+  XX(FULL, "the queue is full")                                                \
+  XX(SHUTDOWN, "shutting down")                                                \
+  XX(HSM, "the HSM adapter failed")                                            \
+  XX(INTEGRITY, "the journal's integrity check failed")                        \
+  XX(REJECTED, "the database refused the row")                                 \
+  XX(MISMATCH, "totals do not match")                                          \
+  XX(UNAVAILABLE, "the database is unavailable")
 
 enum db__errno_e {
   DB__E_NONE = 0,

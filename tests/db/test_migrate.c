@@ -410,12 +410,13 @@ static void event_sql(char *out, size_t cap, const char *date, int event_no,
            "INSERT INTO switch.journal_event (business_date, node_id, "
            "txn_id, event_no, event, state, mti, processing_code, "
            "amount_minor, sign, currency, stan, rrn, terminal_id, "
-           "merchant_id, pan_masked, pan_hash, pan_hash_key_ver) VALUES "
+           "merchant_id, pan_masked, pan_hash, pan_hash_key_ver, chain_seq, "
+           "chain_hmac, chain_key_ver) VALUES "
            "('%s', 1, 281474976710657, %d, 'received', 'received', '0200', "
            "'000000', %s, %s, '840', '000123', '632701000001', 'TERM0001', "
            "'MERCHANT000001', '411111******1111', "
-           "sha256('4111111111111111'), 1) %s",
-           date, event_no, amount, sign, suffix);
+           "sha256('4111111111111111'), 1, %d, sha256('x'), 1) %s",
+           date, event_no, amount, sign, event_no + 1, suffix);
 }
 
 static void test_insert_into_a_day_without_partition_fails(void) {
@@ -570,9 +571,10 @@ static void test_checks_reject_bad_rows(void) {
   CU_ASSERT_EQUAL(
       q_rows(c,
              "INSERT INTO switch.journal_event (business_date, node_id, "
-             "txn_id, event_no, event, state, mti, pan_masked) VALUES "
+             "txn_id, event_no, event, state, mti, pan_masked, chain_seq, "
+             "chain_hmac, chain_key_ver) VALUES "
              "('2026-11-23', 1, 9, 0, 'received', 'received', '0200', "
-             "'4111111111111111')",
+             "'4111111111111111', 1, sha256('x'), 1)",
              state),
       -1);
   CU_ASSERT_STRING_EQUAL(state, "23514");
@@ -581,8 +583,9 @@ static void test_checks_reject_bad_rows(void) {
       q_rows(c,
              "INSERT INTO switch.journal_event (business_date, node_id, "
              "txn_id, event_no, event, state, mti, amount_minor, sign, "
-             "currency) VALUES ('2026-11-23', 1, 9, 0, 'received', "
-             "'received', '0200', 5, 'C', '999')",
+             "currency, chain_seq, chain_hmac, chain_key_ver) VALUES "
+             "('2026-11-23', 1, 9, 0, 'received', 'received', '0200', 5, "
+             "'C', '999', 1, sha256('x'), 1)",
              state),
       -1);
   CU_ASSERT_STRING_EQUAL(state, "23503");
