@@ -48,16 +48,24 @@ struct hsm_s;
 #define DB_NO_TIME INT64_MIN
 
 /* What an event does to the SAF queue (switch.saf), in the same
- * transaction as the event (docs/transaction-model.md, db/saf.h):
- *  ARM      insert the original's reversal (saf_mti, saf_link) in state
- *           'armed', leased to this node: the request may now be sent.
- *  DISARM   the outcome is committed: the armed reversal is not owed.
+ * transaction as the event (docs/transaction-model.md, docs/saf.md).  The
+ * writer passes the original's business date (orig_business_date when
+ * set), txn_id, saf_mti and link_id to switch.saf_apply:
+ *  ARM      insert the original's reversal (saf_mti 0420) in state
+ *           'armed', leased to this node (saf_lease_ms): the request may
+ *           now be sent.
+ *  DISARM   the outcome is committed: the armed reversal becomes
+ *           'disarmed' (not owed; a live one is never dropped).
  *  RELEASE  timeout or undeliverable reply: the armed reversal becomes
  *           'live' (due now) for store-and-forward.
  *  REVERSE  a reversal owed that was not armed (a terminal 0400 after an
  *           approval): insert it 'live'; merged with one that exists.
  *  ADVICE   insert an advice (saf_mti 0120/0220) 'live'.
- *  ACK      the issuer acknowledged the reversal (kind reversal).
+ *  ACK      the issuer acknowledged: saf_mti says which row (an advice MTI
+ *           or its response acks the advice; empty or a reversal MTI the
+ *           reversal).
+ * The database refusing a SAF change fails the request (DB_E_REJECTED)
+ * and nothing of it is written: events and SAF rows are one transaction.
  */
 typedef enum {
   DB_SAF_NONE = 0,

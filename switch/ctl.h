@@ -33,5 +33,6 @@ int ctl_check_date(const char *s);
 /* Subcommands: argv[0] is the subcommand's name. */
 int ctl_migrate(const ctl_t *ctl, int argc, char **argv);
 int ctl_verify(const ctl_t *ctl, int argc, char **argv);
+int ctl_saf(const ctl_t *ctl, int argc, char **argv);
 
 #endif

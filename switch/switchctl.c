@@ -30,6 +30,7 @@ static const struct {
 } commands[] = {
     {"migrate", ctl_migrate, "apply the database migrations not yet applied"},
     {"verify", ctl_verify, "--date D: check the journal's HMAC chains"},
+    {"saf", ctl_saf, "list | retry ID | stats: the store-and-forward queue"},
 };
 
 static void usage(FILE *f) {

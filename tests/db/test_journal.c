@@ -721,6 +721,85 @@ static void test_second_writer_same_node_conflicts(void) {
   CU_ASSERT_EQUAL(verify_date("2026-11-29", err, sizeof err), 0);
 }
 
+/* SAF changes commit with the events that cause them: an armed reversal
+ * arrives with the 'armed' event, the response disarms it, a timeout
+ * releases it to store-and-forward. */
+static void test_saf_changes_commit_with_their_events(void) {
+  db_journal_t *j = open_journal(0, 0);
+  sub_t s;
+  sub_open(&s, j);
+  int64_t t1 = atomic_fetch_add(&g_next_txn, 1);
+  int64_t t2 = atomic_fetch_add(&g_next_txn, 1);
+  db_journal_req_t r[4];
+  memset(r, 0, sizeof r);
+  /* Both originals received and armed (one request each). */
+  for (int k = 0; k < 2; k++) {
+    int64_t txn = k ? t2 : t1;
+    r[k].n = 2;
+    make_event(&r[k].events[0], "2026-11-30", txn, 0);
+    make_event(&r[k].events[1], "2026-11-30", txn, 1);
+    snprintf(r[k].events[1].event, sizeof r[k].events[1].event, "armed");
+    snprintf(r[k].events[1].state, sizeof r[k].events[1].state, "armed");
+    snprintf(r[k].events[1].link_id, sizeof r[k].events[1].link_id, "visa-1");
+    r[k].events[1].saf_op = DB_SAF_ARM;
+    snprintf(r[k].events[1].saf_mti, 5, "0420");
+    CU_ASSERT_EQUAL(sub_submit(&s, &r[k]), 0);
+  }
+  sub_drain(&s);
+  char sql[300];
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM switch.saf WHERE state = 'armed' AND "
+           "txn_id IN (%" PRId64 ", %" PRId64 ") AND owner = 'node-7'",
+           t1, t2);
+  CU_ASSERT_EQUAL(count_sql(sql), 2);
+  /* t1: the approval disarms; t2: the timeout releases. */
+  r[2].n = 1;
+  make_event(&r[2].events[0], "2026-11-30", t1, 2);
+  snprintf(r[2].events[0].event, sizeof r[2].events[0].event, "response");
+  snprintf(r[2].events[0].state, sizeof r[2].events[0].state, "approved");
+  r[2].events[0].saf_op = DB_SAF_DISARM;
+  r[3].n = 1;
+  make_event(&r[3].events[0], "2026-11-30", t2, 2);
+  snprintf(r[3].events[0].event, sizeof r[3].events[0].event, "timeout");
+  snprintf(r[3].events[0].state, sizeof r[3].events[0].state, "timed_out");
+  snprintf(r[3].events[0].link_id, sizeof r[3].events[0].link_id, "visa-1");
+  r[3].events[0].saf_op = DB_SAF_RELEASE;
+  snprintf(r[3].events[0].saf_mti, 5, "0420");
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[2]), 0);
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[3]), 0);
+  sub_drain(&s);
+  CU_ASSERT_EQUAL(s.durable, 4);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM switch.saf WHERE txn_id = %" PRId64
+           " AND state = 'disarmed'",
+           t1);
+  CU_ASSERT_EQUAL(count_sql(sql), 1);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM switch.saf WHERE txn_id = %" PRId64
+           " AND state = 'live' AND owner IS NULL",
+           t2);
+  CU_ASSERT_EQUAL(count_sql(sql), 1);
+  /* A SAF change the database refuses fails its request, and its event
+   * is not journaled either: one transaction. */
+  db_journal_req_t bad;
+  memset(&bad, 0, sizeof bad);
+  bad.n = 1;
+  make_event(&bad.events[0], "2026-11-30", atomic_fetch_add(&g_next_txn, 1), 1);
+  bad.events[0].saf_op = DB_SAF_ARM;
+  snprintf(bad.events[0].saf_mti, 5, "0800"); /* not a reversal MTI */
+  CU_ASSERT_EQUAL(sub_submit(&s, &bad), 0);
+  sub_drain(&s);
+  CU_ASSERT_EQUAL(bad.status, DB_E_REJECTED);
+  snprintf(sql, sizeof sql,
+           "SELECT count(*) FROM switch.journal_event WHERE txn_id = %" PRId64,
+           bad.events[0].txn_id);
+  CU_ASSERT_EQUAL(count_sql(sql), 0);
+  sub_close(&s);
+  db_journal_close(j, 1000);
+  char err[512];
+  CU_ASSERT_EQUAL(verify_date("2026-11-30", err, sizeof err), 0);
+}
+
 int main(void) {
   pgt_setup("journal", 1);
   atexit(pgt_teardown);
@@ -740,6 +819,8 @@ int main(void) {
       {"verify_finds_tampering", test_verify_finds_tampering},
       {"second_writer_same_node_conflicts",
        test_second_writer_same_node_conflicts},
+      {"saf_changes_commit_with_their_events",
+       test_saf_changes_commit_with_their_events},
       {NULL, NULL}};
   tu_add_suite("journal", t);
   int rc = tu_run();
