@@ -153,6 +153,7 @@ static void mac_done(hsm_req_t *req) {
   w->done = 1;
 }
 
+/* The link of ev under the version of the chain key it names. */
 static int link_of(hsm_t *h, uv_loop_t *loop, const char *label,
                    const uint8_t prev[32], const db_event_t *ev,
                    uint8_t out[32], uint32_t *version) {
@@ -162,7 +163,10 @@ static int link_of(hsm_t *h, uv_loop_t *loop, const char *label,
   if (n == 0 || EVP_Digest(canon, n, in + 32, &dl, EVP_sha256(), NULL) != 1)
     return HSM_E_CRYPTO;
   memcpy(in, prev, 32);
-  hsm_data_t a = {.key_label = label, .in = in, .len = sizeof in};
+  hsm_data_t a = {.key_label = label,
+                  .in = in,
+                  .len = sizeof in,
+                  .key_version = ev->chain_key_ver};
   wait_t w = {0};
   hsm_req_t req;
   memset(&req, 0, sizeof req);
@@ -260,6 +264,14 @@ static int verify_node(PGconn *c, hsm_t *h, uv_loop_t *loop, const char *label,
     uint8_t mac[32];
     uint32_t ver = 0;
     int hr = link_of(h, loop, label, prev, &ev, mac, &ver);
+    if (hr == HSM_E_KEY_NOT_FOUND) {
+      say(o, 1,
+          "%s node %s: chain breaks at seq %" PRId64 " (txn %" PRId64
+          " event %d): version %u of the chain key does not exist",
+          date, node, ev.chain_seq, ev.txn_id, ev.event_no, ev.chain_key_ver);
+      broken = 1;
+      continue;
+    }
     if (hr) {
       say(o, 0, "%s node %s: HMAC of seq %" PRId64 ": %s", date, node,
           ev.chain_seq, hsm_strerror(hr));

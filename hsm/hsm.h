@@ -227,6 +227,11 @@ typedef struct hsm_data_s {
   size_t len; /* encrypt: <= HSM_DATA_MAX; decrypt: <= + overhead */
   const uint8_t *aad;
   size_t aad_len;
+  /* HMAC only: 0 for the current version of the key, else that version
+   * (to check a value made before a rotation: a journal chain, a stored
+   * PAN hash).  Encrypt always uses the current version; decrypt reads
+   * the version from its input. */
+  uint32_t key_version;
 } hsm_data_t;
 
 struct hsm_req_s {

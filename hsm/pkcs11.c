@@ -435,6 +435,7 @@ struct job_s {
   size_t offset_len;
   int pvki;
   char pvv[5];
+  uint32_t key_version; /* HMAC: 0 current, else that version */
   size_t pvv_len;
   /* MAC */
   int mac_alg, padding;
@@ -1513,6 +1514,11 @@ static int op_hmac(sess_t *c, job_t *j) {
   tset_t t;
   const tkey_t *k = NULL;
   int rc = key_for(c, j->label, hk, 1, &t, &k);
+  if (!rc && j->key_version && j->key_version != k->m.version) {
+    k = tset_find(&t, j->key_version, ROLE_KEY);
+    if (!k)
+      rc = HSM_E_KEY_NOT_FOUND;
+  }
   if (!rc && k->m.alg != HSM_ALG_HMAC)
     rc = HSM_E_KEY_USAGE;
   size_t n = sizeof j->res.result.data.out;
@@ -1859,6 +1865,7 @@ static int job_new(hsm_req_t *req, const void *args, job_t **out) {
   case HSM_OP_DATA_DECRYPT:
   case HSM_OP_HMAC:
     copy_label(j, j->label, data->key_label);
+    j->key_version = req->op == HSM_OP_HMAC ? data->key_version : 0;
     j->len = data->len;
     j->aad_len = data->aad_len;
     if (data->len)

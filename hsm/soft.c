@@ -402,6 +402,11 @@ static int hmac(hsm_t *h, hsm_req_t *req, const hsm_data_t *a) {
   int rc = key_for(h, a->key_label, hk, 1, &k);
   if (rc)
     return rc;
+  if (a->key_version && a->key_version != k->version) {
+    k = hsm__ks_find(SOFT(h), a->key_label, a->key_version);
+    if (!k)
+      return HSM_E_KEY_NOT_FOUND;
+  }
   EVP_MAC *mac = EVP_MAC_fetch(NULL, "HMAC", NULL);
   EVP_MAC_CTX *ctx = mac ? EVP_MAC_CTX_new(mac) : NULL;
   OSSL_PARAM params[] = {

@@ -800,6 +800,41 @@ static void test_saf_changes_commit_with_their_events(void) {
   CU_ASSERT_EQUAL(verify_date("2026-11-30", err, sizeof err), 0);
 }
 
+/* The chain key rotates mid-day: the chain goes on under the new version
+ * and verify checks each row under the version it names. */
+static void test_chain_key_rotation(void) {
+  db_journal_t *j = open_journal(0, 0);
+  sub_t s;
+  sub_open(&s, j);
+  db_journal_req_t r[2];
+  memset(r, 0, sizeof r);
+  r[0].n = r[1].n = 1;
+  make_event(&r[0].events[0], "2026-12-03", atomic_fetch_add(&g_next_txn, 1),
+             0);
+  make_event(&r[1].events[0], "2026-12-03", atomic_fetch_add(&g_next_txn, 1),
+             0);
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[0]), 0);
+  sub_drain(&s);
+  sub_close(&s);
+  db_journal_close(j, 1000);
+  /* Rotate in the key store the writer reads, then write again. */
+  hsm_key_info_t v2;
+  CU_ASSERT_EQUAL_FATAL(hsm_key_rotate(g_hsm, CHAIN_KEY, 0, "test", &v2), 0);
+  j = open_journal(0, 0);
+  sub_open(&s, j);
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[1]), 0);
+  sub_drain(&s);
+  CU_ASSERT_EQUAL(r[1].status, 0);
+  CU_ASSERT_EQUAL(r[1].events[0].chain_key_ver, v2.version);
+  CU_ASSERT_EQUAL(r[0].events[0].chain_key_ver + 1, v2.version);
+  sub_close(&s);
+  db_journal_close(j, 1000);
+  char err[512] = "";
+  CU_ASSERT_EQUAL(verify_date("2026-12-03", err, sizeof err), 0);
+  /* Days written before the rotation still verify. */
+  CU_ASSERT_EQUAL(verify_date("2026-11-28", err, sizeof err), 0);
+}
+
 int main(void) {
   pgt_setup("journal", 1);
   atexit(pgt_teardown);
@@ -821,6 +856,7 @@ int main(void) {
        test_second_writer_same_node_conflicts},
       {"saf_changes_commit_with_their_events",
        test_saf_changes_commit_with_their_events},
+      {"chain_key_rotation", test_chain_key_rotation},
       {NULL, NULL}};
   tu_add_suite("journal", t);
   int rc = tu_run();

@@ -1,25 +1,18 @@
 /*
  * test_migrate.c — db_migrate and the schema of db/migrations on a
- * throwaway PostgreSQL 15 cluster made with deploy/pg.sh in a mkdtemp
- * folder on a free port.
- *
- * The cluster is always stopped and deleted: a guardian child process
- * waits on a pipe whose write end only this process holds, so however
- * this process ends (return, exit, a failed assertion, a crash, a signal)
- * the guardian sees EOF and runs deploy/pg.sh stop and destroy.  Exits 77
- * (skipped) when the PostgreSQL 15 server binaries are missing.
+ * throwaway PostgreSQL 15 cluster (tests/db/pgtest.h: deploy/pg.sh in a
+ * mkdtemp folder on a free port, always stopped and deleted, skipped with
+ * 77 when the PostgreSQL 15 server binaries are missing).  The schema is
+ * applied by the tests themselves, from a copy of db/migrations they edit.
  */
 #include "db.h"
+#include "pgtest.h"
 #include "testutil.h"
 
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -29,94 +22,13 @@
 #error "SW_SOURCE_DIR must name the source tree"
 #endif
 
-static char g_tmp[256];     /* mkdtemp folder */
-static char g_pgdir[300];   /* SW_PG_DIR */
-static char g_migs[300];    /* a copy of db/migrations the tests may edit */
-static char g_writer[1024]; /* conninfo as switch_writer */
-static char g_reader[1024]; /* conninfo as switch_reader */
-static int g_nfiles;        /* migration files in db/migrations */
-static int g_guard_fd = -1;
-static pid_t g_guard_pid = -1;
-
-static const char *pg_sh(void) {
-  return SW_SOURCE_DIR "/deploy/pg.sh";
-}
-
-/* Runs deploy/pg.sh ARGS quietly; returns its exit status. */
-static int pg(const char *args) {
-  char cmd[1024];
-  snprintf(cmd, sizeof cmd, "'%s' %s >>'%s/pg.log' 2>&1 </dev/null", pg_sh(),
-           args, g_tmp);
-  int st = system(cmd);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
-static int free_port(void) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  struct sockaddr_in a;
-  memset(&a, 0, sizeof a);
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t l = sizeof a;
-  if (s < 0 || bind(s, (struct sockaddr *)&a, sizeof a) != 0 ||
-      getsockname(s, (struct sockaddr *)&a, &l) != 0) {
-    if (s >= 0)
-      close(s);
-    return -1;
-  }
-  close(s);
-  return ntohs(a.sin_port);
-}
-
-/* The guardian: blocks until every write end of the pipe is closed (this
- * process ended), then stops and deletes the cluster. */
-static void start_guardian(void) {
-  int p[2];
-  if (pipe(p) != 0) {
-    perror("pipe");
-    exit(2);
-  }
-  /* Close-on-exec: a server started by pg.sh must not inherit the write
-   * end, or the guardian would wait for the server it is meant to stop. */
-  fcntl(p[0], F_SETFD, FD_CLOEXEC);
-  fcntl(p[1], F_SETFD, FD_CLOEXEC);
-  fflush(NULL);
-  pid_t pid = fork();
-  if (pid < 0) {
-    perror("fork");
-    exit(2);
-  }
-  if (pid == 0) {
-    close(p[1]);
-    char b;
-    while (read(p[0], &b, 1) > 0) {
-    }
-    pg("stop");
-    pg("destroy --force");
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmp);
-    if (system(cmd) != 0)
-      _exit(1);
-    _exit(0);
-  }
-  close(p[0]);
-  g_guard_fd = p[1];
-  g_guard_pid = pid;
-}
-
-static void stop_cluster(void) {
-  if (g_guard_fd >= 0) {
-    close(g_guard_fd);
-    g_guard_fd = -1;
-    int st;
-    waitpid(g_guard_pid, &st, 0);
-  }
-}
-
-static int sh(const char *cmd) {
-  int st = system(cmd);
-  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static char g_migs[300]; /* a copy of db/migrations the tests may edit */
+static int g_nfiles;     /* migration files in db/migrations */
+#define g_tmp pgt_tmp
+#define g_writer pgt_writer
+#define g_reader pgt_reader
+#define pg pgt_pg
+#define sh pgt_sh
 
 /* Copies db/migrations to g_migs (again: undoes a test's edits). */
 static void copy_migrations(void) {
@@ -145,46 +57,8 @@ static int count_files(void) {
 }
 
 static void setup_cluster(void) {
-  snprintf(g_tmp, sizeof g_tmp, "/tmp/sw-test-migrate-XXXXXX");
-  if (!mkdtemp(g_tmp)) {
-    perror("mkdtemp");
-    exit(2);
-  }
-  /* As root the server runs as swpg, which must reach SW_PG_DIR. */
-  chmod(g_tmp, 0755);
-  snprintf(g_pgdir, sizeof g_pgdir, "%s/pg", g_tmp);
-  snprintf(g_migs, sizeof g_migs, "%s/migrations", g_tmp);
-  int port = free_port();
-  if (port <= 0) {
-    fprintf(stderr, "no free port\n");
-    exit(2);
-  }
-  char pbuf[16];
-  snprintf(pbuf, sizeof pbuf, "%d", port);
-  static const char *const clear[] = {
-      "PGHOST",     "PGHOSTADDR",          "PGPORT",     "PGUSER",
-      "PGDATABASE", "PGPASSWORD",          "PGPASSFILE", "PGSERVICE",
-      "PGOPTIONS",  "SW_PG_FALLBACK_BASE", NULL};
-  for (int i = 0; clear[i]; i++)
-    unsetenv(clear[i]);
-  setenv("SW_PG_DIR", g_pgdir, 1);
-  setenv("SW_PG_PORT", pbuf, 1);
-  start_guardian();
-  if (pg("init") != 0 || pg("start") != 0) {
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "cat '%s/pg.log' >&2", g_tmp);
-    sh(cmd);
-    fprintf(stderr, "could not make the test cluster\n");
-    exit(2);
-  }
-  snprintf(g_writer, sizeof g_writer,
-           "host=127.0.0.1 port=%d dbname=switch user=switch_writer "
-           "passfile=%s/pgpass connect_timeout=10",
-           port, g_pgdir);
-  snprintf(g_reader, sizeof g_reader,
-           "host=127.0.0.1 port=%d dbname=switch user=switch_reader "
-           "passfile=%s/pgpass connect_timeout=10",
-           port, g_pgdir);
+  pgt_setup("migrate", 0);
+  snprintf(g_migs, sizeof g_migs, "%s/migrations", pgt_tmp);
   g_nfiles = count_files();
   copy_migrations();
 }
@@ -617,14 +491,8 @@ static void test_checks_reject_bad_rows(void) {
 }
 
 int main(void) {
-  if (access("/usr/lib/postgresql/15/bin/initdb", X_OK) != 0 ||
-      access("/usr/lib/postgresql/15/bin/postgres", X_OK) != 0) {
-    printf("PostgreSQL 15 is not installed: skipped (run "
-           "deploy/install-deps.sh)\n");
-    return 77;
-  }
   setup_cluster();
-  atexit(stop_cluster);
+  atexit(pgt_teardown);
   tu_init();
   static const tu_test_t migrate[] = {
       {"migrate_applies_every_file_from_zero",

@@ -643,6 +643,39 @@ static void test_hmac_known_answer(void) {
   CU_ASSERT_EQUAL(memcmp(op.req.result.data.out, want, 32), 0);
 }
 
+/* After a rotation, values made under the old version are still checked
+ * by asking for that version (a journal chain, a stored PAN hash). */
+static void test_hmac_by_version(void) {
+  if (!has_cap(HSM_CAP_DATA))
+    return;
+  hsm_key_info_t v1, v2;
+  CU_ASSERT_EQUAL_FATAL(hsm_key_generate(h, "t.hmac.rot", HSM_USAGE_HMAC,
+                                         HSM_ALG_HMAC, 32, "test", &v1),
+                        0);
+  hsm_data_t a = {
+      .key_label = "t.hmac.rot", .in = (const uint8_t *)"journal", .len = 7};
+  op_t old, cur, again, none;
+  RUN(old, hsm_hmac(h, &old.req, &a, on_done));
+  CU_ASSERT_EQUAL_FATAL(old.req.status, 0);
+  CU_ASSERT_EQUAL(old.req.result.data.key_version, v1.version);
+  CU_ASSERT_EQUAL_FATAL(hsm_key_rotate(h, "t.hmac.rot", 0, "test", &v2), 0);
+  CU_ASSERT_EQUAL(v2.version, v1.version + 1);
+  RUN(cur, hsm_hmac(h, &cur.req, &a, on_done));
+  CU_ASSERT_EQUAL_FATAL(cur.req.status, 0);
+  CU_ASSERT_EQUAL(cur.req.result.data.key_version, v2.version);
+  CU_ASSERT_NOT_EQUAL(
+      memcmp(cur.req.result.data.out, old.req.result.data.out, 32), 0);
+  a.key_version = v1.version;
+  RUN(again, hsm_hmac(h, &again.req, &a, on_done));
+  CU_ASSERT_EQUAL_FATAL(again.req.status, 0);
+  CU_ASSERT_EQUAL(again.req.result.data.key_version, v1.version);
+  CU_ASSERT_EQUAL(
+      memcmp(again.req.result.data.out, old.req.result.data.out, 32), 0);
+  a.key_version = v2.version + 5;
+  RUN(none, hsm_hmac(h, &none.req, &a, on_done));
+  CU_ASSERT_EQUAL(none.req.status, HSM_E_KEY_NOT_FOUND);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Many requests, key life cycle                                             */
 
@@ -933,6 +966,7 @@ int main(void) {
       {"data_encrypt_decrypt_and_rotation",
        test_data_encrypt_decrypt_and_rotation},
       {"hmac_known_answer", test_hmac_known_answer},
+      {"hmac_by_version", test_hmac_by_version},
       {"hundreds_of_requests_in_flight", test_hundreds_of_requests_in_flight},
       {"key_components_tr31_round_trip_and_audit",
        test_key_components_tr31_round_trip_and_audit},
