@@ -33,6 +33,9 @@ int ctl_check_date(const char *s);
 /* Subcommands: argv[0] is the subcommand's name. */
 int ctl_migrate(const ctl_t *ctl, int argc, char **argv);
 int ctl_verify(const ctl_t *ctl, int argc, char **argv);
+int ctl_settle(const ctl_t *ctl, int argc, char **argv);
+int ctl_recon(const ctl_t *ctl, int argc, char **argv);
+int ctl_txn(const ctl_t *ctl, int argc, char **argv);
 int ctl_saf(const ctl_t *ctl, int argc, char **argv);
 
 #endif

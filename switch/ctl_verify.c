@@ -1,8 +1,10 @@
 /*
  * ctl_verify.c — switchctl verify --date D: checks every HMAC chain of the
- * journal for business date D (db_journal_verify).  Prints one line per chain
- * and per break; exit 0 when everything holds, 3 when something does not (the
- * first break is named), 1 when it could not check.
+ * journal for business date D (db_journal_verify), then that the date's
+ * settlement (if it was settled) still matches the journal
+ * (db_settle_check).  Prints one line per chain and per break; exit 0 when
+ * everything holds, 3 when something does not (the first break is named),
+ * 1 when it could not check.
  *
  * The chain key is read through the soft HSM adapter from --hsm-keystore /
  * --hsm-master-key (or SW_HSM_KEYSTORE / SW_HSM_MASTER_KEY).
@@ -10,6 +12,7 @@
 #include "ctl.h"
 #include "hsm.h"
 #include "journal.h"
+#include "settle.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -90,7 +93,20 @@ int ctl_verify(const ctl_t *ctl, int argc, char **argv) {
               err[0] ? err : db_strerror(rc));
       exit_code = CTL_FAILED;
     }
-    (void)skip_settlement;
+    if (!skip_settlement && exit_code != CTL_FAILED) {
+      rc = db_settle_check(c, date, print_line, &json, err, sizeof err);
+      if (rc == DB_E_MISMATCH) {
+        fprintf(stderr,
+                "switchctl: verify: settlement differs from the "
+                "journal: %s\n",
+                err);
+        exit_code = CTL_MISMATCH;
+      } else if (rc) {
+        fprintf(stderr, "switchctl: verify: cannot check the settlement: %s\n",
+                err[0] ? err : db_strerror(rc));
+        exit_code = CTL_FAILED;
+      }
+    }
     if (exit_code == CTL_OK)
       printf("verify %s: ok\n", date);
     PQfinish(c);

@@ -29,7 +29,11 @@ static const struct {
   const char *help;
 } commands[] = {
     {"migrate", ctl_migrate, "apply the database migrations not yet applied"},
-    {"verify", ctl_verify, "--date D: check the journal's HMAC chains"},
+    {"verify", ctl_verify,
+     "--date D: check the journal's HMAC chains and settled totals"},
+    {"settle", ctl_settle, "--date D: close a business date and settle it"},
+    {"recon", ctl_recon, "--terminal T --batch B: terminal batch totals"},
+    {"txn", ctl_txn, "--rrn R | --terminal T --stan S | --pan-stdin --date D"},
     {"saf", ctl_saf, "list | retry ID | stats: the store-and-forward queue"},
 };
 

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -636,11 +637,31 @@ static void test_bad_submissions_refused(void) {
   (void)bad;
 }
 
+/* switchctl verify as the operator runs it: exit status and output. */
+static int switchctl_verify(const char *date, char *out, size_t cap) {
+  char cmd[2600];
+  snprintf(cmd, sizeof cmd,
+           "'%s' --db '%s' --hsm-keystore '%s' --hsm-master-key '%s' "
+           "--chain-key " CHAIN_KEY " verify --date %s 2>&1",
+           SW_SWITCHCTL, pgt_reader, g_ks, g_mk, date);
+  FILE *p = popen(cmd, "r");
+  if (!p)
+    return -1;
+  size_t n = fread(out, 1, cap - 1, p);
+  out[n] = '\0';
+  int st = pclose(p);
+  return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 /* Tampering as a superuser (triggers bypassed) is found and located. */
 static void test_verify_finds_tampering(void) {
-  char err[512] = "";
+  char err[512] = "", out[4096];
   /* 2026-11-24 was written by test_many_submitters and verifies. */
   CU_ASSERT_EQUAL_FATAL(verify_date("2026-11-24", err, sizeof err), 0);
+  CU_ASSERT_EQUAL(switchctl_verify("2026-11-24", out, sizeof out), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "chain intact"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "verify 2026-11-24: ok"));
+  CU_ASSERT_EQUAL(switchctl_verify("2026-02-30", out, sizeof out), 2);
   /* A changed amount. */
   CU_ASSERT_EQUAL(admin("SET session_replication_role = replica; UPDATE "
                         "switch.journal_event SET amount_minor = amount_minor "
@@ -649,6 +670,8 @@ static void test_verify_finds_tampering(void) {
                   0);
   CU_ASSERT_EQUAL(verify_date("2026-11-24", err, sizeof err), DB_E_INTEGRITY);
   CU_ASSERT_PTR_NOT_NULL(strstr(err, "seq 500"));
+  CU_ASSERT_EQUAL(switchctl_verify("2026-11-24", out, sizeof out), 3);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "seq 500"));
   CU_ASSERT_EQUAL(admin("SET session_replication_role = replica; UPDATE "
                         "switch.journal_event SET amount_minor = amount_minor "
                         "- 1 WHERE business_date = '2026-11-24' AND "
