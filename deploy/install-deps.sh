@@ -33,6 +33,7 @@ PACKAGES=(
   libp11-kit-dev     # the OASIS PKCS#11 header (pkcs11 HSM backend)
   softhsm2           # a real PKCS#11 token for the pkcs11 backend's tests
   postgresql-15      # the switch's local database server (deploy/pg.sh)
+  pgbackrest         # backups and WAL archiving of that server (deploy/backup.sh)
   iproute2           # ss: port checks in deploy/pg.sh and its test
 )
 

@@ -16,6 +16,13 @@
 #                                  print that role's password
 #   deploy/pg.sh destroy [--force] stop, then delete the cluster; --force is
 #                                  needed when SW_PG_DIR is outside var/
+#   deploy/pg.sh env               for other scripts (deploy/backup.sh): the
+#                                  cluster's user, folders, binaries and port
+#                                  as KEY=VALUE lines
+#   deploy/pg.sh server-dir DIR    for other scripts: make DIR a folder the
+#                                  server's user owns (mode 0700; as root a
+#                                  link into the fallback folder when that
+#                                  user cannot reach DIR); print its real path
 #
 # Environment:
 #   SW_PG_DIR     the cluster folder (default var/pg)
@@ -67,7 +74,7 @@ PG_BIN=""
 # --- helpers ---------------------------------------------------------------
 
 usage() {
-  sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+  sed -n '2,37s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
 }
 
 valid_port() {
@@ -265,6 +272,8 @@ fsync = on
 synchronous_commit = on
 full_page_writes = on
 wal_level = replica
+# WAL archiving is off unless deploy/backup.sh setup turned it on: it
+# writes archive.conf, included last so that its settings win.
 archive_mode = off
 
 # Logs go to log/postgresql.log (pg_ctl -l).
@@ -273,6 +282,8 @@ log_destination = 'stderr'
 log_line_prefix = '%m [%p] %q%u@%d '
 log_timezone = 'UTC'
 timezone = 'UTC'
+
+include_if_exists = 'archive.conf'
 EOF
   if [[ -f "$conf" ]] && cmp -s "$tmp" "$conf"; then
     rm -f "$tmp"
@@ -300,8 +311,15 @@ EOF
     mv -f "$tmp" "$DATA/pg_hba.conf"
     CONF_CHANGED=1
   fi
-  if ((EUID == 0)); then chown "$PG_USER": "$conf" "$DATA/pg_hba.conf" "$DATA/postgresql.conf"; fi
-  chmod 0600 "$conf" "$DATA/pg_hba.conf"
+  # deploy/backup.sh setup fills archive.conf; an empty one keeps the
+  # server from logging a missing include at every start.
+  if [[ ! -f "$DATA/archive.conf" ]]; then
+    printf '# WAL archiving: written by deploy/backup.sh setup (docs/backup.md).\n' >"$DATA/archive.conf"
+  fi
+  if ((EUID == 0)); then
+    chown "$PG_USER": "$conf" "$DATA/pg_hba.conf" "$DATA/postgresql.conf" "$DATA/archive.conf"
+  fi
+  chmod 0600 "$conf" "$DATA/pg_hba.conf" "$DATA/archive.conf"
 }
 
 # Secret files, the password file and the connection string: owned by the
@@ -538,6 +556,40 @@ cmd_destroy() {
   echo "destroyed $PG_DIR"
 }
 
+# --- hooks for other scripts ----------------------------------------------
+
+# KEY=VALUE lines, one per line, no quoting: values are paths this script
+# made (no newlines), a user name, a port and 0/1.
+cmd_env() {
+  require_init
+  local port running=0
+  if is_running; then
+    running=1
+    port=$(live_port)
+  else
+    port=$(conf_port)
+  fi
+  printf 'user=%s\ndir=%s\ndata=%s\nrun=%s\nlog=%s\nbin=%s\nport=%s\nrunning=%s\n' \
+    "$PG_USER" "$REAL" "$DATA" "$RUN_DIR" "$LOG_DIR" "$PG_BIN" "$port" "$running"
+}
+
+# Makes a folder the server's user owns, by the rules of the cluster
+# folder (make_dir_root), and prints its real path.
+cmd_server_dir() {
+  [[ -n "${1:-}" ]] || sw_die "usage: deploy/pg.sh server-dir DIR"
+  PG_DIR="$(readlink -m "$(dirname "$1")")/$(basename "$1")"
+  if ((EUID == 0)); then
+    command -v runuser >/dev/null 2>&1 || sw_die "runuser not found (package util-linux)"
+    ensure_user
+    make_dir_root >&2
+  else
+    mkdir -p "$PG_DIR"
+    [[ -O "$PG_DIR" ]] || sw_die "$PG_DIR belongs to $(stat -c %U "$PG_DIR"), not to you"
+    chmod 0700 "$PG_DIR"
+  fi
+  readlink -f "$PG_DIR"
+}
+
 # --- main ------------------------------------------------------------------
 
 cmd=${1:-}
@@ -591,6 +643,12 @@ psql)
   ;;
 destroy)
   cmd_destroy "$@"
+  ;;
+env)
+  cmd_env
+  ;;
+server-dir)
+  cmd_server_dir "$@"
   ;;
 -h | --help | help)
   usage
