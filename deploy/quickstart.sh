@@ -17,6 +17,10 @@
 #   hsm      a demo key ceremony with the soft HSM under var/hsm-demo/
 #            (hsm-keytool: master key, key store, two custodians'
 #            components per key, the key list with check values)
+#   journal  a demo business day (yesterday, UTC) written through the
+#            journal writer (HMAC-chained under var/hsm-demo), then what
+#            the back office runs: switchctl verify, settle (clearing file
+#            under var/clearing/), txn --rrn and recon
 #
 # Environment:
 #   SW_SKIP_DEPS=1   do not run deploy/install-deps.sh
@@ -121,13 +125,48 @@ step_db() {
   "$SW_ROOT/build/switch/switchctl" migrate
 }
 
+# A demo day through the real journal writer (tests/db/journal_gen.c: 40
+# sales and refunds in EUR, USD and JPY, some declined, two merchants),
+# then the back office's commands on it.  Safe to run again: the events are
+# idempotent and settling a closed date gives the same file.
+step_journal() {
+  local kt="$SW_ROOT/build/hsm/hsm-keytool" d="$SW_ROOT/var/hsm-demo"
+  local ctl="$SW_ROOT/build/switch/switchctl" gen="$SW_ROOT/build/tests/journal_gen"
+  [[ -x "$gen" && -x "$ctl" ]] || sw_die "journal_gen or switchctl was not built"
+  local args=(--keystore "$d/keys.store" --master-key "$d/master.key"
+    --audit-log "$d/audit.log" --who quickstart)
+  "$kt" "${args[@]}" list | grep -q '^journal\.chain ' ||
+    "$kt" "${args[@]}" generate journal.chain HMAC HMAC 32
+  bash "$SW_ROOT/deploy/pg.sh" psql -q -v ON_ERROR_STOP=1 -c "
+    INSERT INTO switch.merchants (merchant_id, name, mcc, fee_bps, fee_fixed_minor, fee_currency, settlement_days)
+      VALUES ('M00000000000001', 'Demo grocery', '5411', 150, 10, '978', 1),
+             ('M00000000000002', 'Demo cafe', '5812', 95, 0, '840', 2)
+      ON CONFLICT DO NOTHING;
+    INSERT INTO switch.terminals (terminal_id, merchant_id)
+      VALUES ('T0000001', 'M00000000000001'), ('T0000002', 'M00000000000002')
+      ON CONFLICT DO NOTHING;
+    INSERT INTO switch.issuers (issuer_id, name, dialect)
+      VALUES ('visa', 'Demo issuer', 'iso87a') ON CONFLICT DO NOTHING"
+  local day url
+  day=$(date -u -d yesterday +%F)
+  url=$(bash "$SW_ROOT/deploy/pg.sh" url)
+  "$gen" "$url" "$d/keys.store" "$d/master.key" "$day" 1 40 1
+  local hsm=(--hsm-keystore "$d/keys.store" --hsm-master-key "$d/master.key")
+  "$ctl" "${hsm[@]}" verify --date "$day" --chain-only
+  mkdir -p "$SW_ROOT/var/clearing"
+  "$ctl" settle --date "$day" --out "$SW_ROOT/var/clearing"
+  "$ctl" "${hsm[@]}" verify --date "$day"
+  "$ctl" txn --rrn 400100000001
+  "$ctl" recon --terminal T0000001 --batch 1 --currency 978
+}
+
 # Later step (not yet written):
 #   switch  start the switch on loopback against that database, with the
 #           issuer simulator and sample terminal traffic.
 
 # --- main ------------------------------------------------------------------
 
-STEPS=(deps build samples hsm db)
+STEPS=(deps build samples hsm db journal)
 
 sw_log "quickstart in $SW_ROOT"
 for step in "${STEPS[@]}"; do
