@@ -848,6 +848,7 @@ static try_t try_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
     return TRY_SQL;
   }
   size_t counts[MAX_GROUPS];
+  uint64_t tp = now_us();
   for (int g = 0; g < ng; g++) {
     try_t t = build_group(j, reqs, n, g, groups[g], &counts[g]);
     if (t != TRY_OK)
@@ -868,6 +869,9 @@ static try_t try_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
   }
 
   uint64_t t0 = now_us();
+  pthread_mutex_lock(&j->mu);
+  j->st.prepare_us_sum += t0 - tp;
+  pthread_mutex_unlock(&j->mu);
   if (PQenterPipelineMode(j->conn) != 1)
     return TRY_CONN;
   char node[8], prev[24], ver[16], lease[16];
@@ -914,6 +918,7 @@ static try_t try_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
   pthread_mutex_lock(&j->mu);
   j->st.batches++;
   j->st.commit_us_last = dt;
+  j->st.commit_us_sum += dt;
   pthread_mutex_unlock(&j->mu);
   return TRY_OK;
 }
