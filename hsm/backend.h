@@ -59,7 +59,9 @@ typedef struct hsm__backend_s {
                         hsm_key_info_t *info);
   int (*key_rotate)(hsm_t *h, const char *label, int64_t not_after_old,
                     hsm_key_info_t *out);
-  int (*key_destroy)(hsm_t *h, const char *label, hsm_key_info_t *info);
+  /* version 0: every version; else that one (never the current one). */
+  int (*key_destroy)(hsm_t *h, const char *label, uint32_t version,
+                     hsm_key_info_t *info);
 } hsm__backend_t;
 
 struct hsm_s {

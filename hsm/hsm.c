@@ -563,9 +563,25 @@ int hsm_key_destroy(hsm_t *h, const char *label, const char *who) {
   if (!h->be->key_destroy)
     return HSM_E_UNSUPPORTED;
   hsm_key_info_t info;
-  int rc = h->be->key_destroy(h, label, &info);
+  int rc = h->be->key_destroy(h, label, 0, &info);
   if (rc)
     info_of(&info, label, 0, 0);
   hsm__audit(h, HSM_AUDIT_DESTROYED, who, &info, rc, NULL);
+  return rc;
+}
+
+int hsm_key_destroy_version(hsm_t *h, const char *label, uint32_t version,
+                            const char *who) {
+  if (!h || !label || version == 0)
+    return HSM_E_INVAL;
+  if (!h->be->key_destroy)
+    return HSM_E_UNSUPPORTED;
+  hsm_key_info_t info;
+  int rc = h->be->key_destroy(h, label, version, &info);
+  if (rc) {
+    info_of(&info, label, 0, 0);
+    info.version = version;
+  }
+  hsm__audit(h, HSM_AUDIT_DESTROYED, who, &info, rc, "one old version");
   return rc;
 }

@@ -424,6 +424,13 @@ int hsm_key_rotate(hsm_t *h, const char *label, int64_t not_after_old,
                    const char *who, hsm_key_info_t *out);
 /* Destroys every version of label. */
 int hsm_key_destroy(hsm_t *h, const char *label, const char *who);
+/* Destroys one old version of label: whatever it protected (a PAN
+ * encrypted under a data key's old version) can no longer be recovered,
+ * which is how the journal's retention purge works on append-only rows.
+ * The current version cannot be destroyed this way (HSM_E_INVAL): rotate
+ * first. */
+int hsm_key_destroy_version(hsm_t *h, const char *label, uint32_t version,
+                            const char *who);
 
 #ifdef __cplusplus
 }

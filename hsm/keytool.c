@@ -1470,6 +1470,47 @@ static int kt_cmd_destroy(kt_t *kt, kt_args_t *a) {
   return kt_finish(kt, KT_EXIT_OK);
 }
 
+/* One old version: what it protected can no longer be recovered (the
+ * journal's retention purge of encrypted PANs). */
+static int kt_cmd_destroy_version(kt_t *kt, kt_args_t *a) {
+  const char *label = a->pos[0];
+  char *end = NULL;
+  unsigned long v = strtoul(a->pos[1], &end, 10);
+  if (!end || *end || v == 0 || v > UINT32_MAX || a->pos[1][0] == '-')
+    return kt_usage(a->cmd, "VERSION is a positive number, not \"%.20s\"",
+                    a->pos[1]);
+  if (!a->yes && !kt->tty)
+    return kt_usage(a->cmd, "destroy-version needs --yes when standard input "
+                            "is not a terminal");
+  int rc = kt_open_for_change(kt);
+  if (rc)
+    return rc;
+  hsm_key_info_t cur;
+  if ((rc = hsm_key_info(kt->hsm, label, &cur)))
+    return kt_finish(kt, kt_key_error(kt, "destroy version", label, NULL, rc));
+  if (!a->yes) {
+    char q[256];
+    snprintf(q, sizeof q,
+             "destroy version %lu of \"%s\" (the current one is %u)? what it "
+             "protected can never be recovered.",
+             v, label, cur.version);
+    if (!kt_confirm(q)) {
+      kt_error("nothing was destroyed");
+      return KT_EXIT_FAIL;
+    }
+  }
+  rc = hsm_key_destroy_version(kt->hsm, label, (uint32_t)v, kt->who);
+  if (rc == HSM_E_INVAL) {
+    kt_error("version %lu is the current version of \"%s\": rotate it first", v,
+             label);
+    return kt_finish(kt, KT_EXIT_FAIL);
+  }
+  if (rc)
+    return kt_finish(kt, kt_key_error(kt, "destroy version", label, NULL, rc));
+  printf("destroyed \"%s\" version %lu\n", label, v);
+  return kt_finish(kt, KT_EXIT_OK);
+}
+
 static int kt_cmd_kcv(kt_t *kt, kt_args_t *a) {
   hsm_alg_t alg;
   if (!kt_alg_parse(a->pos[0], &alg))
@@ -1535,6 +1576,8 @@ static const kt_cmd_t kt_cmds[] = {
     {"rotate", 1, KT_OPT_CHANGEOVER, "rotate LABEL [--changeover-until TIME]",
      kt_cmd_rotate},
     {"destroy", 1, KT_OPT_YES, "destroy LABEL [--yes]", kt_cmd_destroy},
+    {"destroy-version", 2, KT_OPT_YES, "destroy-version LABEL VERSION [--yes]",
+     kt_cmd_destroy_version},
     {"kcv", 1, 0, "kcv ALG", kt_cmd_kcv},
 };
 

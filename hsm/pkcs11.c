@@ -2508,7 +2508,8 @@ static int p11_key_rotate(hsm_t *h, const char *label, int64_t not_after_old,
   return rc;
 }
 
-static int p11_key_destroy(hsm_t *h, const char *label, hsm_key_info_t *info) {
+static int p11_key_destroy(hsm_t *h, const char *label, uint32_t version,
+                           hsm_key_info_t *info) {
   p11_t *p = P11(h);
   sess_t *c = &p->admin;
   int rc = admin_begin(p);
@@ -2519,9 +2520,15 @@ static int p11_key_destroy(hsm_t *h, const char *label, hsm_key_info_t *info) {
   rc = tset_load(c, label, &t);
   if (!rc && !(cur = tset_find(&t, 0, ROLE_KEY)))
     rc = HSM_E_KEY_NOT_FOUND;
+  if (!rc && version && version == cur->m.version)
+    rc = HSM_E_INVAL; /* the current version: rotate first */
+  if (!rc && version && !(cur = tset_find(&t, version, ROLE_KEY)))
+    rc = HSM_E_KEY_NOT_FOUND;
   if (!rc) {
     info_from(cur, info);
     for (size_t i = 0; i < t.n; i++) {
+      if (version && t.v[i].m.version != version)
+        continue; /* the key and its companion objects of that version */
       int r = ck(c, c->f->C_DestroyObject(c->s, t.v[i].obj));
       if (r && !rc)
         rc = r;

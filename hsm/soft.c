@@ -765,12 +765,17 @@ static int soft_key_rotate(hsm_t *h, const char *label, int64_t not_after_old,
   return rc;
 }
 
-static int soft_key_destroy(hsm_t *h, const char *label, hsm_key_info_t *info) {
+static int soft_key_destroy(hsm_t *h, const char *label, uint32_t version,
+                            hsm_key_info_t *info) {
   hsm__key_t *k = hsm__ks_find(SOFT(h), label, 0);
   if (!k)
     return HSM_E_KEY_NOT_FOUND;
+  if (version && version == k->version)
+    return HSM_E_INVAL; /* the current version: rotate first */
+  if (version && !(k = hsm__ks_find(SOFT(h), label, version)))
+    return HSM_E_KEY_NOT_FOUND;
   info_from(k, info);
-  int rc = hsm__ks_remove(SOFT(h), label, 0);
+  int rc = hsm__ks_remove(SOFT(h), label, version);
   return rc ? rc : hsm__ks_save(SOFT(h));
 }
 

@@ -37,5 +37,6 @@ int ctl_settle(const ctl_t *ctl, int argc, char **argv);
 int ctl_recon(const ctl_t *ctl, int argc, char **argv);
 int ctl_txn(const ctl_t *ctl, int argc, char **argv);
 int ctl_saf(const ctl_t *ctl, int argc, char **argv);
+int ctl_retention(const ctl_t *ctl, int argc, char **argv);
 
 #endif

@@ -137,6 +137,23 @@ typedef struct {
   uint32_t key_version;
 } hmac_ctx_t;
 
+/* The PAN's hash under every version of the hash key that still exists:
+ * rows keep the hash made under the version current when they were
+ * written, so a card is found across key rotations. */
+#define PAN_KEY_VERSIONS 32
+typedef struct {
+  const char *label;
+  uint32_t versions[PAN_KEY_VERSIONS];
+  size_t nversions;
+  hmac_ctx_t h[PAN_KEY_VERSIONS];
+} pan_hashes_t;
+
+static void collect_version(void *ctx, const hsm_key_info_t *k) {
+  pan_hashes_t *ph = ctx;
+  if (strcmp(k->label, ph->label) == 0 && ph->nversions < PAN_KEY_VERSIONS)
+    ph->versions[ph->nversions++] = k->version;
+}
+
 static void on_hmac(hsm_req_t *req) {
   hmac_ctx_t *x = req->data;
   x->done = 1;
@@ -150,9 +167,10 @@ static void on_hmac(hsm_req_t *req) {
   OPENSSL_cleanse(req->result.data.out, sizeof req->result.data.out);
 }
 
-/* HMAC-SHA-256 of pan[0..n) under ctl->pan_key with the soft backend. */
+/* HMAC-SHA-256 of pan[0..n) under every version of ctl->pan_key with the
+ * soft backend. */
 static int pan_hmac(const ctl_t *ctl, const char *pan, size_t n,
-                    hmac_ctx_t *x) {
+                    pan_hashes_t *ph) {
   if (!ctl->hsm_keystore || !ctl->hsm_master_key) {
     fprintf(stderr, "switchctl: txn: --pan-stdin needs the HSM key store\n"
                     "HINT:  give --hsm-keystore and --hsm-master-key (or "
@@ -171,15 +189,24 @@ static int pan_hmac(const ctl_t *ctl, const char *pan, size_t n,
   char err[256] = "";
   int rc = hsm_open(&h, &loop, &cfg, err, sizeof err);
   if (rc == 0) {
-    hsm_req_t req;
-    memset(&req, 0, sizeof req);
-    req.data = x;
-    hsm_data_t args = {
-        .key_label = ctl->pan_key, .in = (const uint8_t *)pan, .len = n};
-    rc = hsm_hmac(h, &req, &args, on_hmac);
-    while (rc == 0 && !x->done && uv_run(&loop, UV_RUN_ONCE) != 0) {
+    ph->label = ctl->pan_key;
+    rc = hsm_key_list(h, collect_version, ph);
+    if (rc == 0 && ph->nversions == 0)
+      rc = HSM_E_KEY_NOT_FOUND;
+    for (size_t i = 0; rc == 0 && i < ph->nversions; i++) {
+      hmac_ctx_t *x = &ph->h[i];
+      hsm_req_t req;
+      memset(&req, 0, sizeof req);
+      req.data = x;
+      hsm_data_t args = {.key_label = ctl->pan_key,
+                         .in = (const uint8_t *)pan,
+                         .len = n,
+                         .key_version = ph->versions[i]};
+      rc = hsm_hmac(h, &req, &args, on_hmac);
+      while (rc == 0 && !x->done && uv_run(&loop, UV_RUN_ONCE) != 0) {
+      }
+      rc = rc ? rc : !x->done ? HSM_E_BACKEND : x->status;
     }
-    rc = rc ? rc : !x->done ? HSM_E_BACKEND : x->status;
     snprintf(err, sizeof err, "%s", hsm_strerror(rc));
     hsm_close(h);
   }
@@ -346,17 +373,31 @@ static void describe(const txn_args_t *a, char *buf, size_t cap) {
     snprintf(buf, cap, "this PAN on %s", a->date);
 }
 
+static void print_result(const ctl_t *ctl, const db_lookup_result_t *res) {
+  for (size_t i = 0; i < res->n; i++) {
+    if (ctl->json)
+      print_json(&res->txns[i]);
+    else
+      print_human(&res->txns[i]);
+  }
+  if (res->truncated)
+    fprintf(stderr,
+            "switchctl: txn: more than %d transactions match; the newest "
+            "are shown\nHINT:  narrow the search with --date\n",
+            DB_LOOKUP_MAX_TXNS);
+}
+
 int ctl_txn(const ctl_t *ctl, int argc, char **argv) {
   txn_args_t a;
   int rc = parse_args(argc, argv, &a);
   if (rc || (rc = check_args(&a)) != 0)
     return rc;
-  hmac_ctx_t h;
-  memset(&h, 0, sizeof h);
+  static pan_hashes_t ph;
+  memset(&ph, 0, sizeof ph);
   if (a.pan_stdin) {
     char pan[64];
     int n = read_pan(pan, sizeof pan);
-    int ok = n > 0 && pan_hmac(ctl, pan, (size_t)n, &h) == 0;
+    int ok = n > 0 && pan_hmac(ctl, pan, (size_t)n, &ph) == 0;
     OPENSSL_cleanse(pan, sizeof pan);
     if (n <= 0) {
       fprintf(stderr, "switchctl: txn: the PAN on standard input must be 12 "
@@ -368,35 +409,34 @@ int ctl_txn(const ctl_t *ctl, int argc, char **argv) {
   }
   PGconn *c = ctl_connect(ctl);
   if (!c) {
-    OPENSSL_cleanse(&h, sizeof h);
+    OPENSSL_cleanse(&ph, sizeof ph);
     return CTL_FAILED;
   }
-  db_lookup_result_t res;
-  char err[512];
-  rc = lookup(c, &a, &h, &res, err, sizeof err);
-  OPENSSL_cleanse(&h, sizeof h);
+  /* One lookup, or one per version of the PAN hash key (newest first). */
+  size_t tries = a.pan_stdin ? ph.nversions : 1, found = 0;
+  char err[512] = "";
+  rc = 0;
+  for (size_t t = tries; t-- > 0 && (rc == 0 || rc == DB_E_NOT_FOUND);) {
+    db_lookup_result_t res;
+    rc = lookup(c, &a, &ph.h[t], &res, err, sizeof err);
+    if (rc == 0) {
+      print_result(ctl, &res);
+      found += res.n;
+      db_lookup_result_free(&res);
+    }
+  }
+  OPENSSL_cleanse(&ph, sizeof ph);
   PQfinish(c);
-  if (rc == DB_E_NOT_FOUND) {
+  if (rc && rc != DB_E_NOT_FOUND) {
+    fprintf(stderr, "switchctl: txn: %s\n", err[0] ? err : db_strerror(rc));
+    return CTL_FAILED;
+  }
+  if (found == 0) {
     char what[160];
     describe(&a, what, sizeof what);
     fprintf(stderr, "switchctl: txn: no transaction found for %s\n", what);
     return CTL_FAILED;
   }
-  if (rc) {
-    fprintf(stderr, "switchctl: txn: %s\n", err[0] ? err : db_strerror(rc));
-    return CTL_FAILED;
-  }
-  for (size_t i = 0; i < res.n; i++) {
-    if (ctl->json)
-      print_json(&res.txns[i]);
-    else
-      print_human(&res.txns[i]);
-  }
-  if (res.truncated)
-    fprintf(stderr,
-            "switchctl: txn: more than %d transactions match; the newest "
-            "are shown\nHINT:  narrow the search with --date\n",
-            DB_LOOKUP_MAX_TXNS);
-  db_lookup_result_free(&res);
+
   return CTL_OK;
 }

@@ -35,6 +35,8 @@ static const struct {
     {"recon", ctl_recon, "--terminal T --batch B: terminal batch totals"},
     {"txn", ctl_txn, "--rrn R | --terminal T --stan S | --pan-stdin --date D"},
     {"saf", ctl_saf, "list | retry ID | stats: the store-and-forward queue"},
+    {"retention", ctl_retention,
+     "--keep-days N [--apply]: destroy PAN key versions past retention"},
 };
 
 static void usage(FILE *f) {

@@ -637,20 +637,31 @@ static void test_bad_submissions_refused(void) {
   (void)bad;
 }
 
-/* switchctl verify as the operator runs it: exit status and output. */
-static int switchctl_verify(const char *date, char *out, size_t cap) {
+/* Runs switchctl with the test's database (as reader or writer) and key
+ * store, then ARGS; returns its exit status, output in out. */
+static int switchctl(const char *conninfo, const char *args, char *out,
+                     size_t cap) {
   char cmd[2600];
   snprintf(cmd, sizeof cmd,
-           "'%s' --db '%s' --hsm-keystore '%s' --hsm-master-key '%s' "
-           "--chain-key " CHAIN_KEY " verify --date %s 2>&1",
-           SW_SWITCHCTL, pgt_reader, g_ks, g_mk, date);
+           "'%s' --db '%s' --hsm-keystore '%s' --hsm-master-key '%s' %s 2>&1",
+           SW_SWITCHCTL, conninfo, g_ks, g_mk, args);
   FILE *p = popen(cmd, "r");
   if (!p)
     return -1;
   size_t n = fread(out, 1, cap - 1, p);
   out[n] = '\0';
   int st = pclose(p);
+  if (getenv("SW_TEST_VERBOSE"))
+    fprintf(stderr, "%s", out);
   return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* switchctl verify as the operator runs it. */
+static int switchctl_verify(const char *date, char *out, size_t cap) {
+  char args[100];
+  snprintf(args, sizeof args, "--chain-key " CHAIN_KEY " verify --date %s",
+           date);
+  return switchctl(pgt_reader, args, out, cap);
 }
 
 /* Tampering as a superuser (triggers bypassed) is found and located. */
@@ -858,6 +869,160 @@ static void test_chain_key_rotation(void) {
   CU_ASSERT_EQUAL(verify_date("2026-11-28", err, sizeof err), 0);
 }
 
+/* Encrypts pan under the PAN data key into ev (the journal's form). */
+static int encrypt_pan(db_event_t *ev, const char *pan) {
+  hsm_data_t a = {
+      .key_label = "journal.pan", .in = (const uint8_t *)pan, .len = 16};
+  hsm_req_t req;
+  memset(&req, 0, sizeof req);
+  g_mac_done = 0;
+  static hsm_req_t done;
+  (void)done;
+  int rc = hsm_data_encrypt(g_hsm, &req, &a, mac_into);
+  if (rc)
+    return rc;
+  while (!g_mac_done)
+    uv_run(&g_hloop, UV_RUN_ONCE);
+  if (req.status)
+    return req.status;
+  memcpy(ev->pan_enc, req.result.data.out, req.result.data.len);
+  ev->pan_enc_len = (uint16_t)req.result.data.len;
+  ev->pan_enc_key_ver = (int32_t)req.result.data.key_version;
+  return 0;
+}
+
+static int run_retention(const char *args, char *out, size_t cap) {
+  char all[300];
+  snprintf(all, sizeof all, "retention %s", args);
+  return switchctl(pgt_writer, all, out, cap);
+}
+
+static void close_date(const char *date) {
+  char sql[600];
+  snprintf(sql, sizeof sql,
+           "INSERT INTO switch.business_dates (business_date, status, "
+           "closed_at, clearing_file, clearing_sha256, record_count, "
+           "report_sha256) VALUES ('%s', 'closed', now(), "
+           "'clearing-%s.pb', repeat('a', 64), 2, repeat('b', 64))",
+           date, date);
+  PGconn *c = pgt_connect(pgt_writer);
+  CU_ASSERT_EQUAL(pgt_exec(c, sql, NULL, NULL, 0), PGRES_COMMAND_OK);
+  PQfinish(c);
+}
+
+/* Retention purge: the PAN data key's old version is destroyed only when
+ * every PAN under it is past retention, settled, and owed to no issuer;
+ * then those PANs are gone and newer ones are not. */
+static void test_retention_purge_of_pan_key(void) {
+  hsm_key_info_t v1, v2;
+  CU_ASSERT_EQUAL_FATAL(hsm_key_generate(g_hsm, "journal.pan", HSM_USAGE_DEK,
+                                         HSM_ALG_AES, 32, "test", &v1),
+                        0);
+  db_journal_t *j = open_journal(0, 0);
+  sub_t s;
+  sub_open(&s, j);
+  int64_t ta = atomic_fetch_add(&g_next_txn, 1);
+  int64_t tb = atomic_fetch_add(&g_next_txn, 1);
+  int64_t tc = atomic_fetch_add(&g_next_txn, 1);
+  db_journal_req_t r[3];
+  memset(r, 0, sizeof r);
+  r[0].n = r[1].n = 1;
+  make_event(&r[0].events[0], "2026-10-01", ta, 0);
+  make_event(&r[1].events[0], "2026-10-02", tb, 0);
+  CU_ASSERT_EQUAL_FATAL(encrypt_pan(&r[0].events[0], "4761739001010010"), 0);
+  CU_ASSERT_EQUAL_FATAL(encrypt_pan(&r[1].events[0], "4761739001010010"), 0);
+  /* B owes its issuer a reversal. */
+  r[1].n = 2;
+  make_event(&r[1].events[1], "2026-10-02", tb, 1);
+  snprintf(r[1].events[1].event, sizeof r[1].events[1].event, "timeout");
+  snprintf(r[1].events[1].state, sizeof r[1].events[1].state, "timed_out");
+  r[1].events[1].saf_op = DB_SAF_RELEASE;
+  snprintf(r[1].events[1].saf_mti, 5, "0420");
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[0]), 0);
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[1]), 0);
+  sub_drain(&s);
+  CU_ASSERT_EQUAL_FATAL(hsm_key_rotate(g_hsm, "journal.pan", 0, "test", &v2),
+                        0);
+  r[2].n = 1;
+  make_event(&r[2].events[0], "2026-11-15", tc, 0);
+  CU_ASSERT_EQUAL_FATAL(encrypt_pan(&r[2].events[0], "5555555555554444"), 0);
+  CU_ASSERT_EQUAL(r[2].events[0].pan_enc_key_ver, (int32_t)v2.version);
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[2]), 0);
+  sub_drain(&s);
+  CU_ASSERT_EQUAL(s.durable, 3);
+  sub_close(&s);
+  db_journal_close(j, 1000);
+
+  char out[4096];
+  /* Dates open: kept. */
+  CU_ASSERT_EQUAL(
+      run_retention("--keep-days 30 --today 2026-11-20", out, sizeof out), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "before 2026-10-21"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "version 1: 2 row(s), 2026-10-01 to "
+                                     "2026-10-02: keep: a reversal"));
+  /* The issuer acknowledges B's reversal: the dates are still open. */
+  char sql[400];
+  snprintf(sql, sizeof sql,
+           "SELECT switch.saf_apply(7, 'node-7', 30000, "
+           "ARRAY['2026-10-02']::date[], ARRAY[%" PRId64 "]::bigint[], "
+           "ARRAY['ack'], ARRAY['0420'], ARRAY[NULL]::text[])",
+           tb);
+  CU_ASSERT_EQUAL(count_sql(sql), 1);
+  CU_ASSERT_EQUAL(
+      run_retention("--keep-days 30 --today 2026-11-20", out, sizeof out), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "keep: PANs of dates not yet settled"));
+  close_date("2026-10-01");
+  close_date("2026-10-02");
+  /* Within a 60-day retention: kept. */
+  CU_ASSERT_EQUAL(
+      run_retention("--keep-days 60 --today 2026-11-20", out, sizeof out), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "version 1: 2 row(s), 2026-10-01 to "
+                                     "2026-10-02: keep: PANs of dates within"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "version 2: 1 row(s), 2026-11-15 to "
+                                     "2026-11-15: keep: the current version"));
+  /* 30 days: version 1 may go; without --apply nothing changes. */
+  CU_ASSERT_EQUAL(
+      run_retention("--keep-days 30 --today 2026-11-20", out, sizeof out), 0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "version 1: 2 row(s), 2026-10-01 to "
+                                     "2026-10-02: destroy"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "nothing changed"));
+  CU_ASSERT_EQUAL(run_retention("--keep-days 30 --today 2026-11-20 --apply",
+                                out, sizeof out),
+                  0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "audit: destroyed \"journal.pan\" "
+                                     "version 1"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "1 version(s) destroyed"));
+  CU_ASSERT_EQUAL(run_retention("--keep-days 0", out, sizeof out), 2);
+  /* A fresh adapter on the store: the old PANs are gone, the new one is
+   * there, and the journal's chain still verifies. */
+  uv_loop_t loop;
+  uv_loop_init(&loop);
+  hsm_t *h2 = NULL;
+  char err[256];
+  CU_ASSERT_EQUAL_FATAL(hsm_open(&h2, &loop, &g_hsm_cfg, err, sizeof err), 0);
+  for (int k = 0; k < 3; k += 2) {
+    db_event_t *ev = &r[k].events[0];
+    hsm_data_t d = {
+        .key_label = "journal.pan", .in = ev->pan_enc, .len = ev->pan_enc_len};
+    hsm_req_t req;
+    memset(&req, 0, sizeof req);
+    g_mac_done = 0;
+    CU_ASSERT_EQUAL(hsm_data_decrypt(h2, &req, &d, mac_into), 0);
+    while (!g_mac_done)
+      uv_run(&loop, UV_RUN_ONCE);
+    if (k == 0) {
+      CU_ASSERT_EQUAL(req.status, HSM_E_KEY_NOT_FOUND);
+    } else {
+      CU_ASSERT_EQUAL(req.status, 0);
+      CU_ASSERT_EQUAL(memcmp(req.result.data.out, "5555555555554444", 16), 0);
+    }
+  }
+  hsm_close(h2);
+  uv_run(&loop, UV_RUN_DEFAULT);
+  uv_loop_close(&loop);
+  CU_ASSERT_EQUAL(verify_date("2026-10-01", err, sizeof err), 0);
+}
+
 int main(void) {
   pgt_setup("journal", 1);
   atexit(pgt_teardown);
@@ -880,6 +1045,7 @@ int main(void) {
       {"saf_changes_commit_with_their_events",
        test_saf_changes_commit_with_their_events},
       {"chain_key_rotation", test_chain_key_rotation},
+      {"retention_purge_of_pan_key", test_retention_purge_of_pan_key},
       {NULL, NULL}};
   tu_add_suite("journal", t);
   int rc = tu_run();

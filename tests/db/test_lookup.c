@@ -948,6 +948,21 @@ static void test_switchctl_txn_pan_stdin(void) {
            pgt_reader, args, f);
   CU_ASSERT_EQUAL(run(cmd, g_out, sizeof g_out), 1);
   CU_ASSERT_PTR_NOT_NULL(strstr(g_out, "key store"));
+  /* After the hash key rotates, rows hashed under version 1 are still
+   * found: the lookup hashes under every version that exists. */
+  snprintf(cmd, sizeof cmd,
+           "'%s' --keystore '%s' --master-key '%s' --audit-log '%s' "
+           "--who test rotate journal.pan_hash",
+           SW_KEYTOOL, g_keystore, g_master, g_audit);
+  CU_ASSERT_EQUAL_FATAL(run(cmd, g_out, sizeof g_out), 0);
+  snprintf(args, sizeof args, "txn --pan-stdin --date %s", D_YDAY);
+  CU_ASSERT_EQUAL(ctl(pgt_reader, NULL, args, f, g_out, sizeof g_out), 0);
+  for (size_t i = 0; i < N(batch17); i++) {
+    char needle[64];
+    snprintf(needle, sizeof needle, "RRN            %s", batch17[i].rrn);
+    CU_ASSERT_EQUAL(strstr(g_out, needle) != NULL,
+                    batch17[i].pan == PAN_A && batch17[i].date == D_YDAY);
+  }
   remove(f);
 }
 

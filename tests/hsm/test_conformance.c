@@ -643,6 +643,56 @@ static void test_hmac_known_answer(void) {
   CU_ASSERT_EQUAL(memcmp(op.req.result.data.out, want, 32), 0);
 }
 
+/* Retention by crypto-shredding: destroying an old version of the data key
+ * makes what it encrypted unrecoverable, and nothing else. */
+static void test_destroy_old_data_key_version(void) {
+  if (!has_cap(HSM_CAP_DATA))
+    return;
+  hsm_key_info_t v1, v2;
+  CU_ASSERT_EQUAL_FATAL(hsm_key_generate(h, "t.dek.ret", HSM_USAGE_DEK,
+                                         HSM_ALG_AES, 32, "test", &v1),
+                        0);
+  const char *pan = "4761739001010010";
+  hsm_data_t a = {
+      .key_label = "t.dek.ret", .in = (const uint8_t *)pan, .len = 16};
+  op_t e1, e2, d1, d2;
+  uint8_t c1[128], c2[128];
+  size_t l1, l2;
+  RUN(e1, hsm_data_encrypt(h, &e1.req, &a, on_done));
+  CU_ASSERT_EQUAL_FATAL(e1.req.status, 0);
+  l1 = e1.req.result.data.len;
+  memcpy(c1, e1.req.result.data.out, l1);
+  CU_ASSERT_EQUAL_FATAL(hsm_key_rotate(h, "t.dek.ret", 0, "test", &v2), 0);
+  RUN(e2, hsm_data_encrypt(h, &e2.req, &a, on_done));
+  CU_ASSERT_EQUAL_FATAL(e2.req.status, 0);
+  CU_ASSERT_EQUAL(e2.req.result.data.key_version, v2.version);
+  l2 = e2.req.result.data.len;
+  memcpy(c2, e2.req.result.data.out, l2);
+  /* The current version cannot go this way; a missing one is not found. */
+  CU_ASSERT_EQUAL(hsm_key_destroy_version(h, "t.dek.ret", v2.version, "test"),
+                  HSM_E_INVAL);
+  CU_ASSERT_EQUAL(
+      hsm_key_destroy_version(h, "t.dek.ret", v2.version + 3, "test"),
+      HSM_E_KEY_NOT_FOUND);
+  CU_ASSERT_EQUAL(hsm_key_destroy_version(h, "t.dek.ret", v1.version, "test"),
+                  0);
+  CU_ASSERT_EQUAL(hsm_key_destroy_version(h, "t.dek.ret", v1.version, "test"),
+                  HSM_E_KEY_NOT_FOUND);
+  hsm_data_t d = a;
+  d.in = c1;
+  d.len = l1;
+  RUN(d1, hsm_data_decrypt(h, &d1.req, &d, on_done));
+  CU_ASSERT_EQUAL(d1.req.status, HSM_E_KEY_NOT_FOUND);
+  d.in = c2;
+  d.len = l2;
+  RUN(d2, hsm_data_decrypt(h, &d2.req, &d, on_done));
+  CU_ASSERT_EQUAL_FATAL(d2.req.status, 0);
+  CU_ASSERT_EQUAL(memcmp(d2.req.result.data.out, pan, 16), 0);
+  hsm_key_info_t now;
+  CU_ASSERT_EQUAL(hsm_key_info(h, "t.dek.ret", &now), 0);
+  CU_ASSERT_EQUAL(now.version, v2.version);
+}
+
 /* After a rotation, values made under the old version are still checked
  * by asking for that version (a journal chain, a stored PAN hash). */
 static void test_hmac_by_version(void) {
@@ -967,6 +1017,7 @@ int main(void) {
        test_data_encrypt_decrypt_and_rotation},
       {"hmac_known_answer", test_hmac_known_answer},
       {"hmac_by_version", test_hmac_by_version},
+      {"destroy_old_data_key_version", test_destroy_old_data_key_version},
       {"hundreds_of_requests_in_flight", test_hundreds_of_requests_in_flight},
       {"key_components_tr31_round_trip_and_audit",
        test_key_components_tr31_round_trip_and_audit},

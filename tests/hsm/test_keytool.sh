@@ -354,8 +354,18 @@ check "zone key change: old version until the changeover" out_has "version 1 (ch
 # --------------------------------------------------------------------------
 # destroy
 
+run 2 /dev/null destroy-version issuer.acme.zak 1 || true
+check "destroy-version without --yes off a terminal asks for --yes" err_has "--yes"
+run 2 /dev/null destroy-version issuer.acme.zak x1 --yes || true
+check "destroy-version refuses a bad version" err_has "VERSION is a positive number"
+run 1 /dev/null destroy-version issuer.acme.zak 3 --yes || true
+check "destroy-version refuses the current version" err_has "rotate it first"
+run 0 /dev/null destroy-version issuer.acme.zak 1 --yes || true
+check "destroy-version reports it" out_has "destroyed \"issuer.acme.zak\" version 1"
+run 1 /dev/null destroy-version issuer.acme.zak 1 --yes || true
+check "destroy-version of a version already gone fails" err_has "not found"
 run 0 /dev/null destroy issuer.acme.zak --yes || true
-check "destroy reports every version" out_has "destroyed \"issuer.acme.zak\": 3 version(s)"
+check "destroy reports every version" out_has "destroyed \"issuer.acme.zak\": 2 version(s)"
 check "destroyed key is gone" lacks_label issuer.acme.zak
 run 1 /dev/null destroy issuer.acme.zak --yes || true
 check "destroy of a missing key fails" err_has "key not found"
