@@ -178,9 +178,9 @@ struct db_journal_req_s {
 typedef struct db_journal_stats_s {
   uint64_t submitted, durable, failed, batches, retries, reconnects;
   uint64_t queue_depth, queue_capacity;
-  uint64_t commit_us_last;  /* the last batch's round trip (send to Sync) */
-  uint64_t prepare_us_sum;  /* time spent building batches (chain, arrays) */
-  uint64_t commit_us_sum;   /* time spent in round trips, committed or not */
+  uint64_t commit_us_last; /* the last batch's round trip (send to Sync) */
+  uint64_t prepare_us_sum; /* time spent building batches (chain, arrays) */
+  uint64_t commit_us_sum;  /* time spent in round trips, committed or not */
   int connected;
 } db_journal_stats_t;
 
