@@ -746,6 +746,31 @@ int db_saf_retry(PGconn *c, int64_t saf_id, char *err, size_t errcap) {
   return rc;
 }
 
+int db_saf_purge(PGconn *c, int days, int64_t *purged, char *err,
+                 size_t errcap) {
+  if (purged)
+    *purged = 0;
+  if (!c || days < 1 || days > 36600) {
+    set_err(err, errcap, "SAF purge: no connection, or days not 1..36600");
+    return DB_E_INVAL;
+  }
+  char d[16];
+  snprintf(d, sizeof d, "%d", days);
+  const char *p[] = {d};
+  PGresult *r = run(c,
+                    "DELETE FROM switch.saf WHERE state IN ('acked', "
+                    "'disarmed') AND updated_at < now() - make_interval("
+                    "days => $1::integer)",
+                    1, p);
+  int rc = 0;
+  if (PQresultStatus(r) != PGRES_COMMAND_OK)
+    rc = sql_fail(c, r, "SAF purge", err, errcap);
+  else if (purged)
+    *purged = strtoll(PQcmdTuples(r), NULL, 10);
+  PQclear(r);
+  return rc;
+}
+
 static int fill_row(PGresult *r, int i, db_saf_row_t *w) {
   memset(w, 0, sizeof *w);
   return get_i64(r, i, 0, -1, &w->saf_id) ||

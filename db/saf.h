@@ -172,6 +172,14 @@ int db_saf_release(PGconn *c, int64_t saf_id, const char *owner, char *err,
  * row is not dead. */
 int db_saf_retry(PGconn *c, int64_t saf_id, char *err, size_t errcap);
 
+/* Housekeeping: deletes rows that are finished (acked, disarmed) and were
+ * last changed more than days ago (1 to 36600), with their sends; the
+ * journal keeps the record.  A day at least, so that a batch replayed
+ * after a lost COMMIT (seconds later) still finds its disarmed row and
+ * cannot re-arm a reversal.  *purged (may be NULL) gets the count. */
+int db_saf_purge(PGconn *c, int days, int64_t *purged, char *err,
+                 size_t errcap);
+
 /* A row as listed (times as microseconds; INT64_MIN when NULL). */
 typedef struct db_saf_row_s {
   int64_t saf_id;

@@ -28,7 +28,8 @@ static void saf_usage(FILE *f) {
   fprintf(f, "usage: switchctl saf list [--state armed|live|acked|dead|"
              "disarmed] [--limit N]\n"
              "       switchctl saf retry SAF_ID\n"
-             "       switchctl saf stats\n");
+             "       switchctl saf stats\n"
+             "       switchctl saf purge --older-than-days N\n");
 }
 
 /* Parses a decimal in [lo, hi]; 0 if good. */
@@ -190,6 +191,20 @@ static int saf_retry(PGconn *c, long id) {
   return CTL_OK;
 }
 
+static int saf_purge(PGconn *c, long days) {
+  char err[512];
+  int64_t n = 0;
+  int rc = db_saf_purge(c, (int)days, &n, err, sizeof err);
+  if (rc) {
+    fprintf(stderr, "switchctl: saf purge: %s\n", err);
+    return CTL_FAILED;
+  }
+  printf("purged %lld finished SAF row(s) (acked or disarmed) last changed "
+         "more than %ld day(s) ago\n",
+         (long long)n, days);
+  return CTL_OK;
+}
+
 /* Options of saf list; CTL_OK or CTL_USAGE. */
 static int parse_list(int argc, char **argv, const char **state, long *limit) {
   for (int i = 2; i < argc; i++) {
@@ -239,6 +254,13 @@ int ctl_saf(const ctl_t *ctl, int argc, char **argv) {
                       "number)\n");
       return CTL_USAGE;
     }
+  } else if (strcmp(sub, "purge") == 0) {
+    if (argc != 4 || strcmp(argv[2], "--older-than-days") != 0 ||
+        parse_long(argv[3], 1, 36600, &id)) {
+      fprintf(stderr, "switchctl: saf purge --older-than-days N (1 to "
+                      "36600)\n");
+      return CTL_USAGE;
+    }
   } else if (strcmp(sub, "stats") == 0) {
     if (argc != 2) {
       fprintf(stderr, "switchctl: saf stats takes no arguments\n");
@@ -257,6 +279,8 @@ int ctl_saf(const ctl_t *ctl, int argc, char **argv) {
     rc = saf_list(ctl, c, state, limit);
   else if (strcmp(sub, "retry") == 0)
     rc = saf_retry(c, id);
+  else if (strcmp(sub, "purge") == 0)
+    rc = saf_purge(c, id);
   else
     rc = saf_stats(ctl, c);
   PQfinish(c);

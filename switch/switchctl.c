@@ -34,7 +34,8 @@ static const struct {
     {"settle", ctl_settle, "--date D: close a business date and settle it"},
     {"recon", ctl_recon, "--terminal T --batch B: terminal batch totals"},
     {"txn", ctl_txn, "--rrn R | --terminal T --stan S | --pan-stdin --date D"},
-    {"saf", ctl_saf, "list | retry ID | stats: the store-and-forward queue"},
+    {"saf", ctl_saf,
+     "list | retry ID | stats | purge: the store-and-forward queue"},
     {"retention", ctl_retention,
      "--keep-days N [--apply]: destroy PAN key versions past retention"},
 };

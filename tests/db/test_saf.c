@@ -950,6 +950,47 @@ static int switchctl(const char *args, char *out, size_t cap) {
   return switchctl_as(pgt_writer, args, out, cap);
 }
 
+/* Housekeeping: finished rows older than the horizon go, with their
+ * sends; rows still owed never do, however old. */
+static void test_purge_removes_only_old_finished_rows(void) {
+  reset_queue();
+  CU_ASSERT_EQUAL(apply(301, "reverse", "0420", "visa-1"), 1); /* acked */
+  CU_ASSERT_EQUAL(apply(301, "ack", "0420", NULL), 1);
+  CU_ASSERT_EQUAL(apply(302, "arm", "0420", "visa-1"), 1); /* disarmed */
+  CU_ASSERT_EQUAL(apply(302, "disarm", NULL, NULL), 1);
+  CU_ASSERT_EQUAL(apply(303, "reverse", "0420", "visa-1"), 1); /* live */
+  CU_ASSERT_EQUAL(apply(304, "reverse", "0420", "visa-1"), 1); /* recent */
+  CU_ASSERT_EQUAL(apply(304, "ack", "0420", NULL), 1);
+  long long id301 = saf_id_of(301, "reversal");
+  char sql[400];
+  snprintf(sql, sizeof sql,
+           "INSERT INTO switch.saf_attempt (saf_id, attempt, mti, owner, "
+           "link_id, stan, transmission_at) VALUES (%lld, 1, '0420', "
+           "'node-1', 'visa-1', '000301', now())",
+           id301);
+  exec_ok(sql);
+  exec_ok("UPDATE switch.saf SET updated_at = now() - interval '3 days' "
+          "WHERE txn_id IN (301, 302, 303)");
+  int64_t n = -1;
+  char err[256];
+  CU_ASSERT_EQUAL(db_saf_purge(g_c, 0, &n, err, sizeof err), DB_E_INVAL);
+  CU_ASSERT_EQUAL(db_saf_purge(g_c, 2, &n, err, sizeof err), 0);
+  CU_ASSERT_EQUAL(n, 2);
+  CU_ASSERT_EQUAL(pgt_ll(g_c, "SELECT count(*) FROM switch.saf"), 2);
+  CU_ASSERT_EQUAL(pgt_ll(g_c, "SELECT count(*) FROM switch.saf WHERE "
+                              "txn_id IN (303, 304)"),
+                  2);
+  CU_ASSERT_EQUAL(pgt_ll(g_c, "SELECT count(*) FROM switch.saf_attempt"), 0);
+  /* Again: nothing left to purge; and through switchctl. */
+  char out[1024];
+  CU_ASSERT_EQUAL(switchctl("saf purge --older-than-days 2", out, sizeof out),
+                  0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "purged 0 finished"));
+  CU_ASSERT_EQUAL(switchctl("saf purge --older-than-days 0", out, sizeof out),
+                  2);
+  CU_ASSERT_EQUAL(switchctl("saf purge", out, sizeof out), 2);
+}
+
 static void test_switchctl_saf_list_retry_stats(void) {
   reset_queue();
   CU_ASSERT_EQUAL(apply(241, "reverse", "0420", "visa-1"), 1);
@@ -1047,6 +1088,8 @@ int main(void) {
        test_ack_matches_first_send_and_repeat},
       {"record_send_needs_the_lease", test_record_send_needs_the_lease},
       {"switchctl_saf_list_retry_stats", test_switchctl_saf_list_retry_stats},
+      {"purge_removes_only_old_finished_rows",
+       test_purge_removes_only_old_finished_rows},
       {NULL, NULL}};
   tu_add_suite("saf_apply", apply_tests);
   tu_add_suite("saf_worker", worker_tests);
