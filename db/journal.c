@@ -915,10 +915,14 @@ static try_t try_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
     groups[g]->seq = groups[g]->new_seq;
     memcpy(groups[g]->hmac, groups[g]->new_hmac, 32);
   }
+  int b = 0;
+  while (b < DB_JOURNAL_BUCKETS - 1 && dt >= db_journal_bucket_us(b))
+    b++;
   pthread_mutex_lock(&j->mu);
   j->st.batches++;
   j->st.commit_us_last = dt;
   j->st.commit_us_sum += dt;
+  j->st.commit_hist[b]++;
   pthread_mutex_unlock(&j->mu);
   return TRY_OK;
 }
@@ -1302,6 +1306,35 @@ void db_journal_close(db_journal_t *j, uint32_t grace_ms) {
   j->ports = NULL;
   pthread_mutex_unlock(&j->mu);
   destroy(j);
+}
+
+/* 2^((i + 1) / 4) us, rounded up: 2, 2, 2, 2, 3, 3, 4, 4, 5, ... */
+uint64_t db_journal_bucket_us(int i) {
+  static const uint64_t quarter[3] = {1190, 1415, 1682}; /* 2^(r/4) x1000 */
+  if (i < 0)
+    return 0;
+  if (i >= DB_JOURNAL_BUCKETS)
+    return UINT64_MAX;
+  uint64_t v = (uint64_t)1 << ((i + 1) / 4);
+  int r = (i + 1) % 4;
+  return r ? (v * quarter[r - 1] + 999) / 1000 : v;
+}
+
+uint64_t db_journal_commit_percentile_us(const db_journal_stats_t *st,
+                                         double p) {
+  uint64_t total = 0;
+  for (int i = 0; i < DB_JOURNAL_BUCKETS; i++)
+    total += st->commit_hist[i];
+  if (total == 0 || p <= 0 || p >= 100)
+    return 0;
+  uint64_t want = (uint64_t)((double)total * p / 100.0 + 0.999999);
+  uint64_t seen = 0;
+  for (int i = 0; i < DB_JOURNAL_BUCKETS; i++) {
+    seen += st->commit_hist[i];
+    if (seen >= want)
+      return db_journal_bucket_us(i);
+  }
+  return db_journal_bucket_us(DB_JOURNAL_BUCKETS - 1);
 }
 
 void db_journal_stats(db_journal_t *j, db_journal_stats_t *out) {

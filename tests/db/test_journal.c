@@ -274,6 +274,25 @@ static void mac_into(hsm_req_t *req) {
   g_mac_done = 1;
 }
 
+/* The commit-latency histogram's buckets and percentiles. */
+static void test_commit_histogram(void) {
+  CU_ASSERT_EQUAL(db_journal_bucket_us(3), 2);     /* 2^1 */
+  CU_ASSERT_EQUAL(db_journal_bucket_us(39), 1024); /* 2^10 */
+  CU_ASSERT_EQUAL(db_journal_bucket_us(40), 1219); /* ceil(1024 * 1.19) */
+  for (int i = 1; i < DB_JOURNAL_BUCKETS; i++)
+    CU_ASSERT(db_journal_bucket_us(i) >= db_journal_bucket_us(i - 1));
+  CU_ASSERT_EQUAL(db_journal_bucket_us(DB_JOURNAL_BUCKETS), UINT64_MAX);
+  db_journal_stats_t st;
+  memset(&st, 0, sizeof st);
+  CU_ASSERT_EQUAL(db_journal_commit_percentile_us(&st, 50), 0);
+  st.commit_hist[39] = 98; /* 98 round trips under 1,024 us */
+  st.commit_hist[47] = 2;  /* 2 under 4,096 us */
+  CU_ASSERT_EQUAL(db_journal_commit_percentile_us(&st, 50), 1024);
+  CU_ASSERT_EQUAL(db_journal_commit_percentile_us(&st, 98), 1024);
+  CU_ASSERT_EQUAL(db_journal_commit_percentile_us(&st, 99), 4096);
+  CU_ASSERT_EQUAL(db_journal_commit_percentile_us(&st, 100), 0);
+}
+
 static void test_one_event_is_durable_with_its_chain(void) {
   db_journal_t *j = open_journal(0, 0);
   sub_t s;
@@ -1030,6 +1049,7 @@ int main(void) {
   tu_init();
   static const tu_test_t t[] = {
       {"canonical_form_is_pinned", test_canonical_form_is_pinned},
+      {"commit_histogram", test_commit_histogram},
       {"one_event_is_durable_with_its_chain",
        test_one_event_is_durable_with_its_chain},
       {"resubmission_is_idempotent", test_resubmission_is_idempotent},
