@@ -67,15 +67,30 @@ typedef struct {
   size_t len, cap;
 } sbuf_t;
 
+/* One chain (business date) of this node: the head the database has
+ * confirmed, and the working head, past batches sent but not confirmed
+ * yet (the next batch is built on it while the previous one commits). */
 typedef struct {
   char date[11];
   int64_t seq;
   uint8_t hmac[32];
-  /* the attempt in progress */
-  int64_t new_seq;
-  uint8_t new_hmac[32];
-  uint32_t used;
+  int64_t wseq;
+  uint8_t whmac[32];
 } chain_t;
+
+/* A batch built and ready to send: its chains and what it moves them to. */
+typedef struct {
+  chain_t *groups[MAX_GROUPS];
+  int ng;
+  int saf;
+  int64_t prev_seq[MAX_GROUPS], new_seq[MAX_GROUPS];
+  uint8_t new_hmac[MAX_GROUPS][32];
+  uint32_t ver[MAX_GROUPS];
+  sbuf_t (*arr)[NARRAYS]; /* the arrays of each group */
+  sbuf_t *safarr;
+  int sent;    /* queries in the pipeline */
+  uint64_t t0; /* when it was sent */
+} plan_t;
 
 struct db_journal_port_s {
   db_journal_t *j;
@@ -121,7 +136,7 @@ struct db_journal_s {
   unsigned nparts, next_part;
   sbuf_t arr[MAX_GROUPS][NARRAYS];
   sbuf_t saf[5];
-  db_journal_req_t **batch;
+  db_journal_req_t **batch, **batch2;
   size_t batch_cap;
   char errmsg[256];
 };
@@ -609,6 +624,8 @@ static chain_t *chain_for(db_journal_t *j, const char *date) {
   }
   PQclear(r);
   memcpy(c->date, date, 11);
+  c->wseq = c->seq;
+  memcpy(c->whmac, c->hmac, 32);
   return c;
 }
 
@@ -732,20 +749,20 @@ static try_t classify(db_journal_t *j, PGresult *r) {
   return TRY_SQL;
 }
 
-/* Builds the arrays of group g: the events of chain c, numbered from the
- * chain's head, each with its HMAC link.  *count receives how many. */
+/* Builds the arrays of group g of plan p: the events of chain c, numbered
+ * from the chain's working head, each with its HMAC link. */
 static try_t build_group(db_journal_t *j, db_journal_req_t **reqs, size_t n,
-                         int g, chain_t *c, size_t *count) {
+                         plan_t *p, int g) {
+  chain_t *c = p->groups[g];
   for (int attempt = 0; attempt < 3; attempt++) {
     sbuf_t *a = j->arr[g];
     for (int k = 0; k < NARRAYS; k++)
       a[k].len = 0;
-    int64_t seq = c->seq;
+    int64_t seq = c->wseq;
     uint8_t prev[32];
-    memcpy(prev, c->hmac, 32);
+    memcpy(prev, c->whmac, 32);
     uint32_t ver = 0;
     int changed = 0;
-    *count = 0;
     for (size_t i = 0; i < n && !changed; i++)
       for (size_t e = 0; e < reqs[i]->n; e++) {
         db_event_t *ev = &reqs[i]->events[e];
@@ -771,7 +788,6 @@ static try_t build_group(db_journal_t *j, db_journal_req_t **reqs, size_t n,
           snprintf(j->errmsg, sizeof j->errmsg, "out of memory");
           return TRY_SQL;
         }
-        (*count)++;
       }
     if (changed)
       continue;
@@ -780,9 +796,10 @@ static try_t build_group(db_journal_t *j, db_journal_req_t **reqs, size_t n,
         snprintf(j->errmsg, sizeof j->errmsg, "out of memory");
         return TRY_SQL;
       }
-    c->new_seq = seq;
-    memcpy(c->new_hmac, prev, 32);
-    c->used = ver;
+    p->prev_seq[g] = c->wseq;
+    p->new_seq[g] = seq;
+    memcpy(p->new_hmac[g], prev, 32);
+    p->ver[g] = ver;
     return TRY_OK;
   }
   snprintf(j->errmsg, sizeof j->errmsg,
@@ -812,49 +829,80 @@ static try_t read_one(db_journal_t *j, try_t sofar) {
   return sofar != TRY_OK ? sofar : t;
 }
 
-/* One attempt at the batch: one transaction, one round trip. */
-static try_t try_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
-  if (conn_bad(j))
-    return TRY_CONN;
-  /* The chains (business dates) in the batch. */
-  chain_t *groups[MAX_GROUPS];
-  int ng = 0;
-  int saf = 0;
+/* A cached chain, without asking the database; NULL if not cached. */
+static chain_t *chain_cached(db_journal_t *j, const char *date) {
+  for (unsigned i = 0; i < CHAIN_CACHE; i++)
+    if (j->chains[i].date[0] && strcmp(j->chains[i].date, date) == 0)
+      return &j->chains[i];
+  return NULL;
+}
+
+static int partition_cached(db_journal_t *j, const char *date) {
+  for (unsigned i = 0; i < j->nparts; i++)
+    if (strcmp(j->parts[i], date) == 0)
+      return 1;
+  return 0;
+}
+
+/* Working heads back to the confirmed ones: after a failure, nothing built
+ * on an unconfirmed batch may be sent. */
+static void rollback_working(db_journal_t *j) {
+  for (unsigned i = 0; i < CHAIN_CACHE; i++) {
+    j->chains[i].wseq = j->chains[i].seq;
+    memcpy(j->chains[i].whmac, j->chains[i].hmac, 32);
+  }
+}
+
+/* Finds the chains of the batch.  may_query: partitions and chain heads
+ * not cached are fetched (nothing may be in flight then); otherwise an
+ * uncached date answers TRY_LATER. */
+#define TRY_LATER ((try_t)100)
+static try_t plan_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n,
+                        plan_t *p, int may_query) {
+  memset(p, 0, sizeof *p);
   for (size_t i = 0; i < n; i++)
     for (size_t e = 0; e < reqs[i]->n; e++) {
       db_event_t *ev = &reqs[i]->events[e];
       if (SKIPPED(ev))
         continue;
-      saf |= ev->saf_op != DB_SAF_NONE;
+      p->saf |= ev->saf_op != DB_SAF_NONE;
       int g = 0;
-      while (g < ng && strcmp(groups[g]->date, ev->business_date) != 0)
+      while (g < p->ng && strcmp(p->groups[g]->date, ev->business_date) != 0)
         g++;
-      if (g < ng)
+      if (g < p->ng)
         continue;
-      if (ng == MAX_GROUPS) {
+      if (p->ng == MAX_GROUPS) {
         snprintf(j->errmsg, sizeof j->errmsg, "too many dates in one batch");
         return TRY_SQL;
       }
-      if (ensure_partition(j, ev->business_date) != 0 ||
-          !(groups[ng] = chain_for(j, ev->business_date)))
+      if (!may_query) {
+        if (!partition_cached(j, ev->business_date) ||
+            !(p->groups[p->ng] = chain_cached(j, ev->business_date)))
+          return TRY_LATER;
+      } else if (ensure_partition(j, ev->business_date) != 0 ||
+                 !(p->groups[p->ng] = chain_for(j, ev->business_date))) {
         return conn_bad(j) ? TRY_CONN : TRY_SQL;
-      ng++;
+      }
+      p->ng++;
     }
-  if (ng == 0)
-    return TRY_OK;
-  if (saf && !j->have_saf) {
+  if (p->saf && !j->have_saf) {
     snprintf(j->errmsg, sizeof j->errmsg,
              "the database has no switch.saf_apply: run switchctl migrate");
     return TRY_SQL;
   }
-  size_t counts[MAX_GROUPS];
+  return TRY_OK;
+}
+
+/* Numbers, chains and encodes the planned batch into the arrays. */
+static try_t build_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n,
+                         plan_t *p) {
   uint64_t tp = now_us();
-  for (int g = 0; g < ng; g++) {
-    try_t t = build_group(j, reqs, n, g, groups[g], &counts[g]);
+  for (int g = 0; g < p->ng; g++) {
+    try_t t = build_group(j, reqs, n, p, g);
     if (t != TRY_OK)
       return t;
   }
-  if (saf) {
+  if (p->saf) {
     for (int k = 0; k < 5; k++)
       j->saf[k].len = 0;
     for (size_t i = 0; i < n; i++)
@@ -867,53 +915,72 @@ static try_t try_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
       if (arr_close(&j->saf[k]))
         return TRY_SQL;
   }
-
-  uint64_t t0 = now_us();
   pthread_mutex_lock(&j->mu);
-  j->st.prepare_us_sum += t0 - tp;
+  j->st.prepare_us_sum += now_us() - tp;
   pthread_mutex_unlock(&j->mu);
+  return TRY_OK;
+}
+
+/* Sends the built batch as one pipeline closed by one Sync (one implicit
+ * transaction).  libpq copies the parameters at once, so the arrays may be
+ * reused for the next batch as soon as this returns.  The chains' working
+ * heads move past it. */
+static try_t send_batch(db_journal_t *j, plan_t *p) {
+  p->t0 = now_us();
   if (PQenterPipelineMode(j->conn) != 1)
     return TRY_CONN;
   char node[8], prev[24], ver[16], lease[16];
   snprintf(node, sizeof node, "%u", j->node);
   snprintf(lease, sizeof lease, "%u", j->lease_ms);
-  int sent = 0, ok = 1;
-  for (int g = 0; g < ng && ok; g++) {
-    snprintf(prev, sizeof prev, "%" PRId64, groups[g]->seq);
-    snprintf(ver, sizeof ver, "%u", groups[g]->used);
-    const char *v[NPARAMS] = {groups[g]->date, node, prev, ver};
+  int ok = 1;
+  p->sent = 0;
+  for (int g = 0; g < p->ng && ok; g++) {
+    snprintf(prev, sizeof prev, "%" PRId64, p->prev_seq[g]);
+    snprintf(ver, sizeof ver, "%u", p->ver[g]);
+    const char *v[NPARAMS] = {p->groups[g]->date, node, prev, ver};
     for (int k = 0; k < NARRAYS; k++)
       v[4 + k] = j->arr[g][k].p;
     ok = PQsendQueryPrepared(j->conn, "ja", NPARAMS, v, NULL, NULL, 0) == 1;
-    sent += ok;
+    p->sent += ok;
   }
-  if (ok && saf) {
+  if (ok && p->saf) {
     const char *v[8] = {node,        j->saf_owner, lease,       j->saf[0].p,
                         j->saf[1].p, j->saf[2].p,  j->saf[3].p, j->saf[4].p};
     ok = PQsendQueryPrepared(j->conn, "sa", 8, v, NULL, NULL, 0) == 1;
-    sent += ok;
+    p->sent += ok;
   }
   if (!ok || PQpipelineSync(j->conn) != 1) {
     snprintf(j->errmsg, sizeof j->errmsg, "%s", PQerrorMessage(j->conn));
     return TRY_CONN;
   }
-  try_t out = TRY_OK;
-  for (int q = 0; q < sent; q++) {
-    out = read_one(j, out);
-    if (out == TRY_CONN)
-      return TRY_CONN;
+  for (int g = 0; g < p->ng; g++) {
+    p->groups[g]->wseq = p->new_seq[g];
+    memcpy(p->groups[g]->whmac, p->new_hmac[g], 32);
   }
-  PGresult *r = PQgetResult(j->conn);
-  int synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
-  PQclear(r);
-  if (!synced || PQexitPipelineMode(j->conn) != 1)
-    return TRY_CONN;
-  if (out != TRY_OK)
+  return TRY_OK;
+}
+
+/* Reads the sent batch's results: TRY_OK once its COMMIT returned (the
+ * chains' confirmed heads move), else why not (working heads roll back). */
+static try_t finish_batch(db_journal_t *j, plan_t *p) {
+  try_t out = TRY_OK;
+  for (int q = 0; q < p->sent && out != TRY_CONN; q++)
+    out = read_one(j, out);
+  if (out != TRY_CONN) {
+    PGresult *r = PQgetResult(j->conn);
+    int synced = r && PQresultStatus(r) == PGRES_PIPELINE_SYNC;
+    PQclear(r);
+    if (!synced || PQexitPipelineMode(j->conn) != 1)
+      out = TRY_CONN;
+  }
+  if (out != TRY_OK) {
+    rollback_working(j);
     return out;
-  uint64_t dt = now_us() - t0;
-  for (int g = 0; g < ng; g++) {
-    groups[g]->seq = groups[g]->new_seq;
-    memcpy(groups[g]->hmac, groups[g]->new_hmac, 32);
+  }
+  uint64_t dt = now_us() - p->t0;
+  for (int g = 0; g < p->ng; g++) {
+    p->groups[g]->seq = p->new_seq[g];
+    memcpy(p->groups[g]->hmac, p->new_hmac[g], 32);
   }
   int b = 0;
   while (b < DB_JOURNAL_BUCKETS - 1 && dt >= db_journal_bucket_us(b))
@@ -925,6 +992,27 @@ static try_t try_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
   j->st.commit_hist[b]++;
   pthread_mutex_unlock(&j->mu);
   return TRY_OK;
+}
+
+/* One attempt at the batch, nothing else in flight: one transaction, one
+ * round trip. */
+static try_t try_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
+  if (conn_bad(j))
+    return TRY_CONN;
+  rollback_working(j);
+  plan_t p;
+  try_t t = plan_batch(j, reqs, n, &p, 1);
+  if (t == TRY_OK && p.ng == 0)
+    return TRY_OK; /* every event was already journaled */
+  if (t == TRY_OK)
+    t = build_batch(j, reqs, n, &p);
+  if (t == TRY_OK)
+    t = send_batch(j, &p);
+  if (t == TRY_OK)
+    t = finish_batch(j, &p);
+  if (t != TRY_OK)
+    rollback_working(j);
+  return t;
 }
 
 /* After SW001: marks the batch's events that are already journaled. */
@@ -1123,8 +1211,9 @@ static void write_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
   }
 }
 
-/* Takes whole requests, up to max_batch events and MAX_GROUPS dates. */
-static size_t take_batch(db_journal_t *j) {
+/* Takes whole requests into out, up to max_batch events and MAX_GROUPS
+ * dates.  Under j->mu. */
+static size_t take_batch(db_journal_t *j, db_journal_req_t **out) {
   size_t n = 0, events = 0;
   char dates[MAX_GROUPS][11];
   int nd = 0;
@@ -1155,25 +1244,100 @@ static size_t take_batch(db_journal_t *j) {
     if (!j->head)
       j->tail = NULL;
     r->next_ = NULL;
-    j->batch[n++] = r;
+    out[n++] = r;
     events += r->n;
   }
   return n;
 }
 
+/* Whether a batch may take the fast path: connected, nothing past its
+ * deadline, not shutting down.  Anything else goes to write_batch. */
+static int fast_ok(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
+  if (conn_bad(j))
+    return 0;
+  uint64_t t = now_ms();
+  for (size_t i = 0; i < n; i++) {
+    if (reqs[i]->deadline_ && t >= reqs[i]->deadline_)
+      return 0;
+    for (size_t e = 0; e < reqs[i]->n; e++)
+      reqs[i]->events[e].chain_seq = 0;
+  }
+  pthread_mutex_lock(&j->mu);
+  int stopping = j->stopping;
+  pthread_mutex_unlock(&j->mu);
+  return !stopping;
+}
+
+/* The writer: while one batch commits on the server, the next one is taken
+ * and built (chain and arrays) on the other core, then sent as soon as the
+ * first is confirmed.  Any failure drops to write_batch, one batch at a
+ * time, with everything built on the unconfirmed batch thrown away. */
 static void *writer_main(void *arg) {
   db_journal_t *j = arg;
+  db_journal_req_t **cur = j->batch, **next = j->batch2;
+  size_t ncur = 0, nnext = 0;
+  plan_t pc, pn;
+  int cur_built = 0;
   for (;;) {
-    pthread_mutex_lock(&j->mu);
-    while (!j->head && !j->stopping)
-      pthread_cond_wait(&j->cv, &j->mu);
-    if (!j->head) {
+    if (ncur == 0) {
+      pthread_mutex_lock(&j->mu);
+      while (!j->head && !j->stopping)
+        pthread_cond_wait(&j->cv, &j->mu);
+      if (!j->head) {
+        pthread_mutex_unlock(&j->mu);
+        break;
+      }
+      ncur = take_batch(j, cur);
       pthread_mutex_unlock(&j->mu);
-      break;
+      cur_built = 0;
     }
-    size_t n = take_batch(j);
+    try_t t = TRY_LATER;
+    if (cur_built) {
+      pc = pn;
+      t = TRY_OK;
+      pthread_mutex_lock(&j->mu);
+      j->st.overlapped++;
+      pthread_mutex_unlock(&j->mu);
+    } else if (fast_ok(j, cur, ncur)) {
+      rollback_working(j);
+      t = plan_batch(j, cur, ncur, &pc, 1);
+      if (t == TRY_OK && pc.ng > 0)
+        t = build_batch(j, cur, ncur, &pc);
+      else if (t == TRY_OK)
+        t = TRY_LATER;
+    }
+    if (t == TRY_OK)
+      t = send_batch(j, &pc);
+    if (t != TRY_OK) {
+      rollback_working(j);
+      write_batch(j, cur, ncur);
+      ncur = 0;
+      continue;
+    }
+    /* cur is on the server: take and build the next batch meanwhile. */
+    nnext = 0;
+    int next_built = 0;
+    pthread_mutex_lock(&j->mu);
+    if (j->head && !j->stopping)
+      nnext = take_batch(j, next);
     pthread_mutex_unlock(&j->mu);
-    write_batch(j, j->batch, n);
+    if (nnext && fast_ok(j, next, nnext) &&
+        plan_batch(j, next, nnext, &pn, 0) == TRY_OK && pn.ng > 0 &&
+        build_batch(j, next, nnext, &pn) == TRY_OK)
+      next_built = 1;
+    t = finish_batch(j, &pc);
+    if (t == TRY_OK) {
+      fail_all(j, cur, ncur, 0, NULL);
+    } else {
+      next_built = 0; /* built on a head that was not confirmed */
+      rollback_working(j);
+      write_batch(j, cur, ncur);
+    }
+    db_journal_req_t **swap = cur;
+    cur = next;
+    next = swap;
+    ncur = nnext;
+    cur_built = next_built;
   }
   return NULL;
 }
@@ -1196,6 +1360,7 @@ static void destroy(db_journal_t *j) {
   for (int k = 0; k < 5; k++)
     free(j->saf[k].p);
   free(j->batch);
+  free(j->batch2);
   free(j->conninfo);
   free(j->chain_label);
   free(j->saf_owner);
@@ -1242,9 +1407,10 @@ int db_journal_open(db_journal_t **out, const db_journal_config_t *cfg,
   j->log_ctx = cfg->log_ctx;
   j->batch_cap = j->max_batch;
   j->batch = calloc(j->batch_cap, sizeof *j->batch);
+  j->batch2 = calloc(j->batch_cap, sizeof *j->batch2);
   j->st.queue_capacity = j->capacity;
   if (!j->conninfo || !j->chain_label || !j->saf_owner || !j->batch ||
-      j->capacity < DB_JOURNAL_REQ_MAX) {
+      !j->batch2 || j->capacity < DB_JOURNAL_REQ_MAX) {
     snprintf(err, errcap, "journal: out of memory or queue too small");
     destroy(j);
     return DB_E_NOMEM;

@@ -187,6 +187,7 @@ typedef struct db_journal_stats_s {
   uint64_t commit_us_last; /* the last batch's round trip (send to Sync) */
   uint64_t prepare_us_sum; /* time spent building batches (chain, arrays) */
   uint64_t commit_us_sum;  /* time spent in round trips, committed or not */
+  uint64_t overlapped;     /* batches built while the previous committed */
   int connected;
   uint64_t commit_hist[DB_JOURNAL_BUCKETS];
 } db_journal_stats_t;

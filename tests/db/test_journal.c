@@ -463,6 +463,7 @@ static void test_many_submitters(void) {
   db_journal_stats_t st;
   db_journal_stats(j, &st);
   CU_ASSERT(st.batches < (uint64_t)(THREADS * PER_THREAD)); /* grouped */
+  CU_ASSERT(st.overlapped > 0); /* built while the previous one committed */
   CU_ASSERT_EQUAL(st.durable, (uint64_t)expected_events());
   db_journal_close(j, 1000);
   check_day("2026-11-24", expected_events());
