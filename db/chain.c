@@ -11,11 +11,15 @@
  * key: a wrong version gives a wrong HMAC), nor recorded_at (the server's
  * clock, informational).
  */
-#include "journal.h"
+#include "chain.h"
+
+#include "hsm.h"
 
 #include <inttypes.h>
+#include <openssl/evp.h>
 #include <stdio.h>
 #include <string.h>
+#include <uv.h>
 
 #define ABSENT 0xFFFFu
 
@@ -104,4 +108,49 @@ size_t db_event_canonical(const db_event_t *ev, uint8_t *out, size_t cap) {
   put_i64(&o, ev->pan_enc_key_ver, no_enc);
   put_i64(&o, ev->chain_seq, 0);
   return o.overflow ? 0 : o.len;
+}
+
+typedef struct {
+  int done, status;
+  uint8_t mac[32];
+  uint32_t version;
+} link_wait_t;
+
+static void link_done(hsm_req_t *req) {
+  link_wait_t *w = req->data;
+  w->status = req->status;
+  if (req->status == 0 && req->result.data.len == 32) {
+    memcpy(w->mac, req->result.data.out, 32);
+    w->version = req->result.data.key_version;
+  } else if (req->status == 0) {
+    w->status = HSM_E_CRYPTO;
+  }
+  w->done = 1;
+}
+
+int db__chain_link(hsm_t *h, uv_loop_t *loop, const char *label,
+                   uint32_t version, const uint8_t prev[32],
+                   const db_event_t *ev, uint8_t out[32], uint32_t *used) {
+  uint8_t canon[2048], in[64];
+  size_t n = db_event_canonical(ev, canon, sizeof canon);
+  unsigned dl = 0;
+  if (n == 0 || EVP_Digest(canon, n, in + 32, &dl, EVP_sha256(), NULL) != 1)
+    return HSM_E_CRYPTO;
+  memcpy(in, prev, 32);
+  hsm_data_t a = {
+      .key_label = label, .in = in, .len = sizeof in, .key_version = version};
+  link_wait_t w = {0};
+  hsm_req_t req;
+  memset(&req, 0, sizeof req);
+  req.data = &w;
+  int rc = hsm_hmac(h, &req, &a, link_done);
+  if (rc)
+    return rc;
+  while (!w.done)
+    uv_run(loop, UV_RUN_ONCE);
+  if (w.status)
+    return w.status;
+  memcpy(out, w.mac, 32);
+  *used = w.version;
+  return 0;
 }

@@ -28,12 +28,12 @@
  */
 #include "journal.h"
 
+#include "chain.h"
+
 #include "hsm.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -632,50 +632,12 @@ static chain_t *chain_for(db_journal_t *j, const char *date) {
 /* ------------------------------------------------------------------------ */
 /* The HMAC chain through the HSM adapter                                    */
 
-typedef struct {
-  int done;
-  int status;
-  uint8_t mac[32];
-  uint32_t version;
-} mac_wait_t;
-
-static void mac_cb(hsm_req_t *req) {
-  mac_wait_t *w = req->data;
-  w->status = req->status;
-  if (req->status == 0 && req->result.data.len == 32) {
-    memcpy(w->mac, req->result.data.out, 32);
-    w->version = req->result.data.key_version;
-  } else if (req->status == 0) {
-    w->status = HSM_E_CRYPTO;
-  }
-  w->done = 1;
-}
-
-/* link = HMAC(K, prev | SHA-256(canonical(ev))). */
+/* link = HMAC(K, prev | SHA-256(canonical(ev))), under the current key. */
 static int chain_link(db_journal_t *j, const uint8_t prev[32],
                       const db_event_t *ev, uint8_t out[32],
                       uint32_t *version) {
-  uint8_t canon[2048], in[64];
-  size_t n = db_event_canonical(ev, canon, sizeof canon);
-  unsigned dl = 0;
-  if (n == 0 || EVP_Digest(canon, n, in + 32, &dl, EVP_sha256(), NULL) != 1)
-    return HSM_E_CRYPTO;
-  memcpy(in, prev, 32);
-  hsm_data_t a = {.key_label = j->chain_label, .in = in, .len = sizeof in};
-  mac_wait_t w = {0};
-  hsm_req_t req;
-  memset(&req, 0, sizeof req);
-  req.data = &w;
-  int rc = hsm_hmac(j->hsm, &req, &a, mac_cb);
-  if (rc)
-    return rc;
-  while (!w.done)
-    uv_run(&j->loop, UV_RUN_ONCE);
-  if (w.status)
-    return w.status;
-  memcpy(out, w.mac, 32);
-  *version = w.version;
-  return 0;
+  return db__chain_link(j->hsm, &j->loop, j->chain_label, 0, prev, ev, out,
+                        version);
 }
 
 /* ------------------------------------------------------------------------ */

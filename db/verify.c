@@ -16,10 +16,12 @@
  */
 #include "journal.h"
 
+#include "chain.h"
+
 #include "hsm.h"
 
 #include <inttypes.h>
-#include <openssl/evp.h>
+#include <openssl/crypto.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,52 +137,12 @@ static int row_to_event(PGresult *r, db_event_t *ev) {
   return 0;
 }
 
-typedef struct {
-  int done, status;
-  uint8_t mac[32];
-  uint32_t version;
-} wait_t;
-
-static void mac_done(hsm_req_t *req) {
-  wait_t *w = req->data;
-  w->status = req->status;
-  if (!req->status && req->result.data.len == 32) {
-    memcpy(w->mac, req->result.data.out, 32);
-    w->version = req->result.data.key_version;
-  } else if (!req->status) {
-    w->status = HSM_E_CRYPTO;
-  }
-  w->done = 1;
-}
-
 /* The link of ev under the version of the chain key it names. */
 static int link_of(hsm_t *h, uv_loop_t *loop, const char *label,
                    const uint8_t prev[32], const db_event_t *ev,
                    uint8_t out[32], uint32_t *version) {
-  uint8_t canon[2048], in[64];
-  size_t n = db_event_canonical(ev, canon, sizeof canon);
-  unsigned dl = 0;
-  if (n == 0 || EVP_Digest(canon, n, in + 32, &dl, EVP_sha256(), NULL) != 1)
-    return HSM_E_CRYPTO;
-  memcpy(in, prev, 32);
-  hsm_data_t a = {.key_label = label,
-                  .in = in,
-                  .len = sizeof in,
-                  .key_version = ev->chain_key_ver};
-  wait_t w = {0};
-  hsm_req_t req;
-  memset(&req, 0, sizeof req);
-  req.data = &w;
-  int rc = hsm_hmac(h, &req, &a, mac_done);
-  if (rc)
-    return rc;
-  while (!w.done)
-    uv_run(loop, UV_RUN_ONCE);
-  if (w.status)
-    return w.status;
-  memcpy(out, w.mac, 32);
-  *version = w.version;
-  return 0;
+  return db__chain_link(h, loop, label, ev->chain_key_ver, prev, ev, out,
+                        version);
 }
 
 static int head_of(PGconn *c, const char *date, const char *node, int64_t *seq,
