@@ -476,21 +476,29 @@ static void restart_server(void) {
   CU_ASSERT_EQUAL(pgt_pg("start"), 0);
 }
 
-/* The server stops and starts while four loops submit: every request is
- * durable in the end (no deadline), nothing twice, the chain intact. */
-static void test_server_restart_mid_stream(void) {
-  db_journal_t *j = open_journal(4096, 200);
+/* Four loops submit while `during` disturbs the server; then every
+ * request is durable, every event once, the chain intact.  Returns the
+ * writer's statistics. */
+static db_journal_stats_t run_disturbed(const char *date, size_t max_batch,
+                                        void (*during)(void)) {
+  db_journal_t *j = open_journal(4096, max_batch);
   worker_t w[THREADS];
-  run_workers(j, "2026-11-25", w, restart_server);
+  run_workers(j, date, w, during);
   int durable = 0;
   for (int i = 0; i < THREADS; i++)
     durable += w[i].durable;
   CU_ASSERT_EQUAL(durable, THREADS * PER_THREAD);
   db_journal_stats_t st;
   db_journal_stats(j, &st);
-  CU_ASSERT(st.reconnects >= 1);
   db_journal_close(j, 1000);
-  check_day("2026-11-25", expected_events());
+  check_day(date, expected_events());
+  return st;
+}
+
+/* The server stops and starts while four loops submit (no deadline). */
+static void test_server_restart_mid_stream(void) {
+  db_journal_stats_t st = run_disturbed("2026-11-25", 200, restart_server);
+  CU_ASSERT(st.reconnects >= 1);
 }
 
 static atomic_int g_cutting;
@@ -522,18 +530,8 @@ static void cut_during(void) {
 
 /* The writer's connection is killed again and again mid-batch. */
 static void test_connection_cut_mid_batch(void) {
-  db_journal_t *j = open_journal(4096, 300);
-  worker_t w[THREADS];
-  run_workers(j, "2026-11-26", w, cut_during);
-  int durable = 0;
-  for (int i = 0; i < THREADS; i++)
-    durable += w[i].durable;
-  CU_ASSERT_EQUAL(durable, THREADS * PER_THREAD);
-  db_journal_stats_t st;
-  db_journal_stats(j, &st);
+  db_journal_stats_t st = run_disturbed("2026-11-26", 300, cut_during);
   CU_ASSERT(st.retries >= 1);
-  db_journal_close(j, 1000);
-  check_day("2026-11-26", expected_events());
 }
 
 /* Server down: the queue fills (back-pressure), deadlines fail requests
