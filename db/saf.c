@@ -266,7 +266,7 @@ static const char claim_sql[] =
     "  r.amount_minor, r.sign, r.currency, r.terminal_stan, r.rrn,"
     "  r.terminal_id, r.merchant_id, r.pan_masked, r.pan_enc,"
     "  r.pan_enc_key_ver, f.stan, " US_OF(
-        "f.transmission_at") ", f.link_id"
+        "f.transmission_at") ", f.link_id, a.approved, a.reversed"
                              " FROM claimed c"
                              " LEFT JOIN LATERAL (SELECT * FROM "
                              "switch.journal_event e"
@@ -283,6 +283,26 @@ static const char claim_sql[] =
                              "     AND e.txn_id = c.txn_id AND e.event = "
                              "'forwarded'"
                              "   ORDER BY e.event_no DESC LIMIT 1) f ON true"
+                             " LEFT JOIN LATERAL (SELECT"
+                             "  (SELECT e.amount_minor FROM "
+                             "switch.journal_event e"
+                             "    WHERE e.business_date = c.business_date"
+                             "      AND e.node_id = c.node_id AND e.txn_id = "
+                             "c.txn_id"
+                             "      AND e.event IN ('response', 'stand_in')"
+                             "      AND e.state IN ('approved', 'stood_in')"
+                             "    ORDER BY e.event_no DESC LIMIT 1) AS "
+                             "approved,"
+                             "  (SELECT sum(e.amount_minor)::bigint"
+                             "     FROM switch.journal_event e"
+                             "    WHERE (e.business_date = c.business_date OR"
+                             "           e.orig_business_date = "
+                             "c.business_date)"
+                             "      AND e.node_id = c.node_id AND e.txn_id = "
+                             "c.txn_id"
+                             "      AND e.event = 'reversal_requested') AS "
+                             "reversed"
+                             " ) a ON true"
                              " ORDER BY c.next_attempt_at, c.saf_id";
 
 enum {
@@ -311,6 +331,8 @@ enum {
   CL_STAN,
   CL_TRANSMIT,
   CL_ORIG_LINK,
+  CL_APPROVED,
+  CL_REVERSED,
   CL_NCOLS
 };
 
@@ -334,7 +356,10 @@ static int fill_original(PGresult *r, int row, db_saf_item_t *it) {
       get_i64(r, row, CL_PAN_ENC_VER, 0, &ver) || ver < 0 || ver > INT32_MAX ||
       get_text(r, row, CL_STAN, it->stan, sizeof it->stan) ||
       get_i64(r, row, CL_TRANSMIT, NO_TIME, &it->transmission_us) ||
-      get_text(r, row, CL_ORIG_LINK, it->orig_link_id, sizeof it->orig_link_id))
+      get_text(r, row, CL_ORIG_LINK, it->orig_link_id,
+               sizeof it->orig_link_id) ||
+      get_i64(r, row, CL_APPROVED, -1, &it->approved_minor) ||
+      get_i64(r, row, CL_REVERSED, -1, &it->reversed_minor))
     return -1;
   it->sign = sign[0];
   it->pan_enc_key_ver = (int32_t)ver;
@@ -347,6 +372,8 @@ static int fill_item(PGresult *r, int row, db_saf_item_t *it) {
   char state[9];
   memset(it, 0, sizeof *it);
   it->amount_minor = -1;
+  it->approved_minor = -1;
+  it->reversed_minor = -1;
   it->transmission_us = NO_TIME;
   if (get_text(r, row, CL_STATE, state, sizeof state))
     return -1;

@@ -96,6 +96,13 @@ typedef struct db_saf_item_s {
   char stan[7];            /* DE11 the original was forwarded with */
   int64_t transmission_us; /* its DE7; INT64_MIN when not forwarded */
   char orig_link_id[33];   /* the link it was forwarded on */
+  /* For the amounts of a reversal (DE4 and the DE95 replacement): */
+  int64_t approved_minor; /* the approving event's amount (a partial
+                             approval is less than amount_minor); DB_NONE
+                             (-1) when nothing approved it (timed out) */
+  int64_t reversed_minor; /* the sum of its reversal_requested amounts,
+                             also in later dates; DB_NONE when none was
+                             requested (reverse it all) */
 } db_saf_item_t;
 
 /* Claims up to cap due rows for owner (1 to 64 of A-Z a-z 0-9 _ . : -):

@@ -950,6 +950,63 @@ static int switchctl(const char *args, char *out, size_t cap) {
   return switchctl_as(pgt_writer, args, out, cap);
 }
 
+/* One more event of txn (journal), with an amount. */
+static void journal_event(long long txn, int no, const char *event,
+                          const char *state, long long amount, const char *date,
+                          const char *orig_date) {
+  char sql[1024];
+  if (strcmp(date, DATE) != 0) {
+    snprintf(sql, sizeof sql, "SELECT switch.ensure_journal_partition('%s')",
+             date);
+    exec_ok(sql);
+  }
+  snprintf(sql, sizeof sql,
+           "INSERT INTO switch.journal_event (business_date, node_id, "
+           "txn_id, event_no, event, state, mti, amount_minor, sign, "
+           "currency, orig_business_date, chain_seq, chain_hmac, "
+           "chain_key_ver) VALUES ('%s', %d, %lld, %d, '%s', '%s', '0210', "
+           "%lld, 'D', '978', %s, %lld, sha256('x'), 1)",
+           date, NODE, txn, no, event, state, amount,
+           orig_date ? "'" DATE "'" : "NULL", ++g_chain_seq);
+  exec_ok(sql);
+}
+
+/* A claimed reversal carries what the message needs for its amounts: the
+ * approved amount (a partial approval) and what was asked to be reversed,
+ * a later date's late reversal included. */
+static void test_claim_carries_approved_and_reversed_amounts(void) {
+  reset_queue();
+  journal_original(321, "000321"); /* requested 1321 */
+  journal_event(321, 2, "response", "approved", 1000, DATE, NULL);
+  journal_event(321, 3, "reversal_requested", "reversal_pending", 400, DATE,
+                NULL);
+  journal_event(321, 4, "reversal_requested", "reversal_pending", 100,
+                "2026-11-24", DATE); /* late, into the next date */
+  CU_ASSERT_EQUAL(apply(321, "reverse", "0420", "visa-1"), 1);
+  journal_original(322, "000322"); /* timed out: nothing approved it */
+  journal_event(322, 2, "timeout", "timed_out", 1322, DATE, NULL);
+  CU_ASSERT_EQUAL(apply(322, "release", "0420", "visa-1"), 1);
+  db_saf_item_t it[4];
+  size_t n = 0;
+  char err[256];
+  CU_ASSERT_EQUAL_FATAL(
+      db_saf_claim(g_c, NULL, "node-1", it, 4, &n, err, sizeof err), 0);
+  CU_ASSERT_EQUAL_FATAL(n, 2);
+  for (size_t i = 0; i < n; i++) {
+    CU_ASSERT(it[i].has_original);
+    if (it[i].txn_id == 321) {
+      CU_ASSERT_EQUAL(it[i].amount_minor, 1321);
+      CU_ASSERT_EQUAL(it[i].approved_minor, 1000);
+      CU_ASSERT_EQUAL(it[i].reversed_minor, 500);
+    } else {
+      CU_ASSERT_EQUAL(it[i].txn_id, 322);
+      CU_ASSERT_EQUAL(it[i].amount_minor, 1322);
+      CU_ASSERT_EQUAL(it[i].approved_minor, -1);
+      CU_ASSERT_EQUAL(it[i].reversed_minor, -1);
+    }
+  }
+}
+
 /* Housekeeping: finished rows older than the horizon go, with their
  * sends; rows still owed never do, however old. */
 static void test_purge_removes_only_old_finished_rows(void) {
@@ -1090,6 +1147,8 @@ int main(void) {
       {"switchctl_saf_list_retry_stats", test_switchctl_saf_list_retry_stats},
       {"purge_removes_only_old_finished_rows",
        test_purge_removes_only_old_finished_rows},
+      {"claim_carries_approved_and_reversed_amounts",
+       test_claim_carries_approved_and_reversed_amounts},
       {NULL, NULL}};
   tu_add_suite("saf_apply", apply_tests);
   tu_add_suite("saf_worker", worker_tests);
