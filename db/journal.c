@@ -1066,7 +1066,7 @@ static void write_isolated(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
 /* Writes reqs[0..n) until each is durable or has failed. */
 static void write_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
   uint32_t backoff = 50;
-  int head_retries = 0, in_doubt = 0;
+  int head_retries = 0, in_doubt = 0, closed_checked = 0;
   for (size_t i = 0; i < n; i++)
     for (size_t e = 0; e < reqs[i]->n; e++)
       reqs[i]->events[e].chain_seq = 0;
@@ -1149,6 +1149,15 @@ static void write_batch(db_journal_t *j, db_journal_req_t **reqs, size_t n) {
       }
       continue;
     case TRY_CLOSED:
+      /* A closed date refuses even events it already holds (the CHECK
+       * comes before ON CONFLICT): those are durable, say so, and try
+       * the rest once more. */
+      if (!closed_checked) {
+        closed_checked = 1;
+        if (mark_existing(j, reqs, n) == 0)
+          continue;
+      }
+      /* fall through */
     case TRY_DATA:
       forget_cache(j);
       if (n > 1) {

@@ -616,6 +616,40 @@ static void test_refused_rows_are_isolated(void) {
   CU_ASSERT_EQUAL(verify_date("2026-11-28", err, sizeof err), 0);
 }
 
+/* A date closed after its events were journaled: resubmitting them is
+ * still answered durable (idempotency), a new event is DB_E_CLOSED. */
+static void test_resubmission_into_a_closed_date(void) {
+  db_journal_t *j = open_journal(0, 0);
+  sub_t s;
+  sub_open(&s, j);
+  db_journal_req_t r, again, fresh;
+  memset(&r, 0, sizeof r);
+  r.n = 2;
+  int64_t txn = atomic_fetch_add(&g_next_txn, 1);
+  make_event(&r.events[0], "2026-11-21", txn, 0);
+  make_event(&r.events[1], "2026-11-21", txn, 1);
+  CU_ASSERT_EQUAL(sub_submit(&s, &r), 0);
+  sub_drain(&s);
+  CU_ASSERT_EQUAL_FATAL(r.status, 0);
+  CU_ASSERT_EQUAL(admin("ALTER TABLE switch.journal_event_20261121 ADD "
+                        "CONSTRAINT journal_closed CHECK (false) NOT VALID"),
+                  0);
+  again = r;
+  CU_ASSERT_EQUAL(sub_submit(&s, &again), 0);
+  memset(&fresh, 0, sizeof fresh);
+  fresh.n = 1;
+  make_event(&fresh.events[0], "2026-11-21", txn, 2);
+  CU_ASSERT_EQUAL(sub_submit(&s, &fresh), 0);
+  sub_drain(&s);
+  CU_ASSERT_EQUAL(again.status, 0);
+  CU_ASSERT_EQUAL(fresh.status, DB_E_CLOSED);
+  sub_close(&s);
+  db_journal_close(j, 1000);
+  CU_ASSERT_EQUAL(count_sql("SELECT count(*) FROM switch.journal_event WHERE "
+                            "business_date = '2026-11-21'"),
+                  2);
+}
+
 /* Bad submissions are refused at once (the callback never runs). */
 static void test_bad_submissions_refused(void) {
   db_journal_t *j = open_journal(0, 0);
@@ -1058,6 +1092,7 @@ int main(void) {
       {"backpressure_and_deadlines", test_backpressure_and_deadlines},
       {"refused_rows_are_isolated", test_refused_rows_are_isolated},
       {"bad_submissions_refused", test_bad_submissions_refused},
+      {"resubmission_into_a_closed_date", test_resubmission_into_a_closed_date},
       {"verify_finds_tampering", test_verify_finds_tampering},
       {"second_writer_same_node_conflicts",
        test_second_writer_same_node_conflicts},
