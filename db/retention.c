@@ -97,3 +97,84 @@ int db_retention_plan(PGconn *c, const uint32_t *versions, size_t n,
   PQclear(r);
   return 0;
 }
+
+const char *db_retention_day_text(db_day_verdict_t v) {
+  switch (v) {
+  case DB_DAY_DROP:
+    return "drop: settled, nothing owed";
+  case DB_DAY_KEEP_UNSETTLED:
+    return "keep: not settled";
+  case DB_DAY_KEEP_SAF:
+    return "keep: a reversal or advice is still owed";
+  }
+  return "?";
+}
+
+int db_retention_days(PGconn *c, const char *cutoff, db_retention_day_t *days,
+                      size_t cap, size_t *n, char *err, size_t errcap) {
+  if (n)
+    *n = 0;
+  if (err && errcap)
+    err[0] = '\0';
+  if (!c || !cutoff || !days || !n) {
+    if (err)
+      snprintf(err, errcap, "retention: bad arguments");
+    return DB_E_INVAL;
+  }
+  const char *p[1] = {cutoff};
+  PGresult *r = PQexecParams(
+      c,
+      "SELECT p.business_date::text,"
+      "  EXISTS (SELECT 1 FROM switch.business_dates b WHERE"
+      "          b.business_date = p.business_date AND b.status = 'closed'),"
+      "  EXISTS (SELECT 1 FROM switch.saf s WHERE s.business_date ="
+      "          p.business_date AND s.state IN ('armed', 'live', 'dead'))"
+      "  FROM switch.journal_partitions p"
+      " WHERE p.business_date < $1::date ORDER BY 1",
+      1, NULL, p, NULL, NULL, 0);
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    if (err)
+      snprintf(err, errcap, "retention: %s", PQresultErrorMessage(r));
+    PQclear(r);
+    return DB_E_SQL;
+  }
+  size_t k = 0;
+  for (int i = 0; i < PQntuples(r) && k < cap; i++, k++) {
+    snprintf(days[k].date, sizeof days[k].date, "%.10s", PQgetvalue(r, i, 0));
+    int closed = PQgetvalue(r, i, 1)[0] == 't';
+    int owed = PQgetvalue(r, i, 2)[0] == 't';
+    days[k].verdict = owed      ? DB_DAY_KEEP_SAF
+                      : !closed ? DB_DAY_KEEP_UNSETTLED
+                                : DB_DAY_DROP;
+  }
+  PQclear(r);
+  *n = k;
+  return 0;
+}
+
+int db_retention_drop_day(PGconn *c, const char *date, char *err,
+                          size_t errcap) {
+  if (err && errcap)
+    err[0] = '\0';
+  if (!c || !date || strlen(date) != 10)
+    return DB_E_INVAL;
+  const char *p[1] = {date};
+  PGresult *r =
+      PQexecParams(c, "SELECT switch.drop_journal_partition($1::date)", 1, NULL,
+                   p, NULL, NULL, 0);
+  int rc = 0;
+  if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+    const char *st = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    rc = st && strcmp(st, "SW030") == 0 ? DB_E_CONFLICT : DB_E_SQL;
+    if (err) {
+      snprintf(err, errcap, "%s", PQresultErrorMessage(r));
+      err[strcspn(err, "\n")] = '\0';
+    }
+  } else if (PQgetvalue(r, 0, 0)[0] != 't') {
+    rc = DB_E_NOT_FOUND;
+    if (err)
+      snprintf(err, errcap, "no journal partition for %s", date);
+  }
+  PQclear(r);
+  return rc;
+}

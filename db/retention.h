@@ -51,6 +51,31 @@ int db_retention_plan(PGconn *c, const uint32_t *versions, size_t n,
 
 const char *db_retention_verdict_text(db_ret_verdict_t v);
 
+/* Whole days of the journal (migration 0008): each partition dated before
+ * cutoff, and whether it may be dropped. */
+typedef enum {
+  DB_DAY_DROP = 0,       /* settled and owes nothing */
+  DB_DAY_KEEP_UNSETTLED, /* not closed by switchctl settle */
+  DB_DAY_KEEP_SAF        /* a reversal or advice is still owed */
+} db_day_verdict_t;
+
+typedef struct db_retention_day_s {
+  char date[11];
+  db_day_verdict_t verdict;
+} db_retention_day_t;
+
+/* Fills days[0..cap) with the partitions dated before cutoff, oldest
+ * first; *n gets how many (at most cap). */
+int db_retention_days(PGconn *c, const char *cutoff, db_retention_day_t *days,
+                      size_t cap, size_t *n, char *err, size_t errcap);
+
+/* Detaches and drops the day's partition (switch.drop_journal_partition):
+ * DB_E_CONFLICT (with the reason) when it may not go. */
+int db_retention_drop_day(PGconn *c, const char *date, char *err,
+                          size_t errcap);
+
+const char *db_retention_day_text(db_day_verdict_t v);
+
 #ifdef __cplusplus
 }
 #endif

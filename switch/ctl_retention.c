@@ -3,14 +3,17 @@
  * PANs by destroying old versions of the PAN data key (db/retention.h,
  * docs/retention.md).
  *
- *   switchctl retention --keep-days N [--pan-data-key LABEL]
- *                       [--today YYYY-MM-DD] [--apply]
+ *   switchctl retention [--keep-days N [--pan-data-key LABEL]]
+ *                       [--journal-keep-days M] [--today YYYY-MM-DD]
+ *                       [--apply]
  *
- * Prints, for each version of the key, its verdict and the business dates
- * its PANs span; with --apply destroys the versions whose verdict is
- * "destroy" (each destruction goes to the HSM adapter's audit, printed
- * here).  Without --apply nothing changes.  Exit 0 done, 1 failed, 2
- * usage.
+ * --keep-days: prints, for each version of the PAN data key, its verdict
+ * and the business dates its PANs span; with --apply destroys the versions
+ * whose verdict is "destroy" (each destruction goes to the HSM adapter's
+ * audit, printed here).  --journal-keep-days: lists the journal's days
+ * older than M days and whether each may be dropped; with --apply drops
+ * them (switch.drop_journal_partition).  Without --apply nothing changes.
+ * Exit 0 done, 1 failed, 2 usage.
  */
 #include "ctl.h"
 #include "hsm.h"
@@ -52,14 +55,72 @@ static void audit(void *ctx, const hsm_audit_event_t *ev) {
 static int usage_error(const char *what) {
   fprintf(stderr,
           "switchctl: retention: %s\n"
-          "usage: switchctl retention --keep-days N [--pan-data-key LABEL] "
-          "[--today YYYY-MM-DD] [--apply]\n",
+          "usage: switchctl retention [--keep-days N [--pan-data-key LABEL]] "
+          "[--journal-keep-days M] [--today YYYY-MM-DD] [--apply]\n",
           what);
   return CTL_USAGE;
 }
 
+/* today (or the database's UTC date) minus days, as YYYY-MM-DD. */
+static int cutoff_of(PGconn *c, const char *today, long days, char out[11]) {
+  char dbuf[16];
+  snprintf(dbuf, sizeof dbuf, "%ld", days);
+  const char *p[2] = {today, dbuf};
+  PGresult *r = PQexecParams(
+      c,
+      "SELECT (coalesce($1::date, (now() AT TIME ZONE 'UTC')::date) - "
+      "$2::integer)::text",
+      2, NULL, p, NULL, NULL, 0);
+  int ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+  if (ok)
+    snprintf(out, 11, "%.10s", PQgetvalue(r, 0, 0));
+  else
+    fprintf(stderr, "switchctl: retention: %s", PQresultErrorMessage(r));
+  PQclear(r);
+  return ok ? 0 : -1;
+}
+
+#define MAX_DAYS 4000
+
+/* The journal's old days: the plan, and with apply the drops. */
+static int journal_days(PGconn *c, const char *today, long days, int apply) {
+  char cutoff[11], err[512];
+  if (cutoff_of(c, today, days, cutoff))
+    return CTL_FAILED;
+  static db_retention_day_t d[MAX_DAYS];
+  size_t n = 0;
+  if (db_retention_days(c, cutoff, d, MAX_DAYS, &n, err, sizeof err)) {
+    fprintf(stderr, "switchctl: retention: %s\n", err);
+    return CTL_FAILED;
+  }
+  printf("journal retention: days before %s (%ld days) may be dropped\n",
+         cutoff, days);
+  size_t todo = 0, done = 0;
+  int code = CTL_OK;
+  for (size_t i = 0; i < n; i++) {
+    printf("  %s: %s\n", d[i].date, db_retention_day_text(d[i].verdict));
+    todo += d[i].verdict == DB_DAY_DROP;
+  }
+  for (size_t i = 0; apply && i < n; i++) {
+    if (d[i].verdict != DB_DAY_DROP)
+      continue;
+    if (db_retention_drop_day(c, d[i].date, err, sizeof err) == 0) {
+      printf("dropped the journal of %s\n", d[i].date);
+      done++;
+    } else {
+      fprintf(stderr, "switchctl: retention: %s: %s\n", d[i].date, err);
+      code = CTL_FAILED;
+    }
+  }
+  if (!apply)
+    printf("%zu day(s) to drop; nothing changed (add --apply)\n", todo);
+  else
+    printf("%zu day(s) dropped\n", done);
+  return code;
+}
+
 int ctl_retention(const ctl_t *ctl, int argc, char **argv) {
-  const char *label = "journal.pan", *today = NULL, *keep = NULL;
+  const char *label = "journal.pan", *today = NULL, *keep = NULL, *jkeep = NULL;
   int apply = 0;
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
@@ -67,6 +128,8 @@ int ctl_retention(const ctl_t *ctl, int argc, char **argv) {
       apply = 1;
     else if (i + 1 < argc && strcmp(a, "--keep-days") == 0)
       keep = argv[++i];
+    else if (i + 1 < argc && strcmp(a, "--journal-keep-days") == 0)
+      jkeep = argv[++i];
     else if (i + 1 < argc && strcmp(a, "--pan-data-key") == 0)
       label = argv[++i];
     else if (i + 1 < argc && strcmp(a, "--today") == 0)
@@ -76,10 +139,25 @@ int ctl_retention(const ctl_t *ctl, int argc, char **argv) {
   }
   char *end = NULL;
   long days = keep ? strtol(keep, &end, 10) : -1;
-  if (!keep || !end || *end || days < 1 || days > 36600)
+  if (keep && (!end || *end || days < 1 || days > 36600))
     return usage_error("--keep-days is a number of days from 1 to 36600");
+  long jdays = jkeep ? strtol(jkeep, &end, 10) : -1;
+  if (jkeep && (!end || *end || jdays < 1 || jdays > 36600))
+    return usage_error("--journal-keep-days is a number of days from 1 to "
+                       "36600");
+  if (!keep && !jkeep)
+    return usage_error("say --keep-days (PANs), --journal-keep-days (whole "
+                       "days), or both");
   if (today && ctl_check_date(today) != 0)
     return usage_error("--today is a calendar date YYYY-MM-DD");
+  if (!keep) {
+    PGconn *c = ctl_connect(ctl);
+    if (!c)
+      return CTL_FAILED;
+    int rc = journal_days(c, today, jdays, apply);
+    PQfinish(c);
+    return rc;
+  }
   if (!ctl->hsm_keystore || !ctl->hsm_master_key)
     return usage_error("needs the PAN data key's store: --hsm-keystore and "
                        "--hsm-master-key (or SW_HSM_KEYSTORE, "
@@ -88,23 +166,11 @@ int ctl_retention(const ctl_t *ctl, int argc, char **argv) {
   if (!c)
     return CTL_FAILED;
   /* The cutoff, in the database's calendar arithmetic. */
-  char dbuf[16];
-  snprintf(dbuf, sizeof dbuf, "%ld", days);
-  const char *p[2] = {today, dbuf};
-  PGresult *r = PQexecParams(
-      c,
-      "SELECT (coalesce($1::date, (now() AT TIME ZONE 'UTC')::date) - "
-      "$2::integer)::text",
-      2, NULL, p, NULL, NULL, 0);
-  if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-    fprintf(stderr, "switchctl: retention: %s", PQresultErrorMessage(r));
-    PQclear(r);
+  char cutoff[11];
+  if (cutoff_of(c, today, days, cutoff)) {
     PQfinish(c);
     return CTL_FAILED;
   }
-  char cutoff[11];
-  snprintf(cutoff, sizeof cutoff, "%.10s", PQgetvalue(r, 0, 0));
-  PQclear(r);
 
   uv_loop_t loop;
   uv_loop_init(&loop);
@@ -174,6 +240,8 @@ int ctl_retention(const ctl_t *ctl, int argc, char **argv) {
     hsm_close(h);
   uv_run(&loop, UV_RUN_DEFAULT);
   uv_loop_close(&loop);
+  if (code == CTL_OK && jkeep)
+    code = journal_days(c, today, jdays, apply);
   PQfinish(c);
   return code;
 }

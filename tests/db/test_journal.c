@@ -1075,6 +1075,83 @@ static void test_retention_purge_of_pan_key(void) {
   CU_ASSERT_EQUAL(verify_date("2026-10-01", err, sizeof err), 0);
 }
 
+/* Whole days: a settled day that owes nothing is dropped (partition and
+ * chain heads), its settlement rows stay; an unsettled day and a day that
+ * still owes a reversal are kept. */
+static void test_journal_retention_drops_settled_days(void) {
+  db_journal_t *j = open_journal(0, 0);
+  sub_t s;
+  sub_open(&s, j);
+  db_journal_req_t r[2];
+  memset(r, 0, sizeof r);
+  int64_t t5 = atomic_fetch_add(&g_next_txn, 1);
+  r[0].n = 2;
+  make_event(&r[0].events[0], "2026-10-05", t5, 0);
+  make_event(&r[0].events[1], "2026-10-05", t5, 1);
+  snprintf(r[0].events[1].event, sizeof r[0].events[1].event, "timeout");
+  snprintf(r[0].events[1].state, sizeof r[0].events[1].state, "timed_out");
+  r[0].events[1].saf_op = DB_SAF_RELEASE; /* a reversal still owed */
+  snprintf(r[0].events[1].saf_mti, 5, "0420");
+  r[1].n = 1;
+  make_event(&r[1].events[0], "2026-10-06", atomic_fetch_add(&g_next_txn, 1),
+             0);
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[0]), 0);
+  CU_ASSERT_EQUAL(sub_submit(&s, &r[1]), 0);
+  sub_drain(&s);
+  CU_ASSERT_EQUAL(s.durable, 2);
+  sub_close(&s);
+  db_journal_close(j, 1000);
+  close_date("2026-10-05"); /* settled, but a reversal is owed */
+  /* 2026-10-06 stays open; 2026-10-01 and -02 were settled above. */
+  char out[4096];
+  CU_ASSERT_EQUAL(run_retention("--journal-keep-days 30 --today 2026-11-20",
+                                out, sizeof out),
+                  0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "2026-10-01: drop"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "2026-10-02: drop"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "2026-10-05: keep: a reversal"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "2026-10-06: keep: not settled"));
+  CU_ASSERT_PTR_NULL(strstr(out, "2026-11-")); /* inside the period */
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "2 day(s) to drop; nothing changed"));
+  CU_ASSERT_EQUAL(count_sql("SELECT count(*) FROM switch.journal_event WHERE "
+                            "business_date = '2026-10-01'"),
+                  1);
+  CU_ASSERT_EQUAL(
+      run_retention("--journal-keep-days 30 --today 2026-11-20 --apply", out,
+                    sizeof out),
+      0);
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "dropped the journal of 2026-10-01"));
+  CU_ASSERT_PTR_NOT_NULL(strstr(out, "2 day(s) dropped"));
+  CU_ASSERT_EQUAL(count_sql("SELECT count(*) FROM switch.journal_partitions "
+                            "WHERE business_date IN ('2026-10-01', "
+                            "'2026-10-02')"),
+                  0);
+  CU_ASSERT_EQUAL(count_sql("SELECT count(*) FROM switch.journal_partitions "
+                            "WHERE business_date IN ('2026-10-05', "
+                            "'2026-10-06')"),
+                  2);
+  CU_ASSERT_EQUAL(count_sql("SELECT count(*) FROM switch.journal_chain_head "
+                            "WHERE business_date = '2026-10-01'"),
+                  0);
+  CU_ASSERT_EQUAL(count_sql("SELECT count(*) FROM switch.business_dates "
+                            "WHERE business_date = '2026-10-01'"),
+                  1);
+  char err[512];
+  CU_ASSERT_EQUAL(verify_date("2026-10-01", err, sizeof err), 0);
+  CU_ASSERT_EQUAL(verify_date("2026-10-05", err, sizeof err), 0);
+  /* The function refuses a day that may not go, whoever calls it. */
+  PGconn *c = pgt_connect(pgt_writer);
+  char state[6], msg[512];
+  CU_ASSERT_EQUAL(pgt_exec(c,
+                           "SELECT switch.drop_journal_partition('2026-10-06')",
+                           state, msg, sizeof msg),
+                  PGRES_FATAL_ERROR);
+  CU_ASSERT_STRING_EQUAL(state, "SW030");
+  CU_ASSERT_PTR_NOT_NULL(strstr(msg, "not settled"));
+  PQfinish(c);
+  CU_ASSERT_EQUAL(run_retention("", out, sizeof out), 2);
+}
+
 int main(void) {
   pgt_setup("journal", 1);
   atexit(pgt_teardown);
@@ -1100,6 +1177,8 @@ int main(void) {
        test_saf_changes_commit_with_their_events},
       {"chain_key_rotation", test_chain_key_rotation},
       {"retention_purge_of_pan_key", test_retention_purge_of_pan_key},
+      {"journal_retention_drops_settled_days",
+       test_journal_retention_drops_settled_days},
       {NULL, NULL}};
   tu_add_suite("journal", t);
   int rc = tu_run();
