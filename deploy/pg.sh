@@ -272,6 +272,13 @@ fsync = on
 synchronous_commit = on
 full_page_writes = on
 wal_level = replica
+# A journal writes WAL all day: fewer checkpoints (so fewer full-page
+# images after each) and compressed page images; none of this weakens a
+# commit.  Crash recovery replays at most max_wal_size of WAL.
+max_wal_size = '4GB'
+checkpoint_timeout = '15min'
+wal_compression = on
+shared_buffers = '256MB'
 # WAL archiving is off unless deploy/backup.sh setup turned it on: it
 # writes archive.conf, included last so that its settings win.
 archive_mode = off
