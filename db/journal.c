@@ -29,6 +29,7 @@
 #include "journal.h"
 
 #include "chain.h"
+#include "util.h"
 
 #include "hsm.h"
 
@@ -567,14 +568,6 @@ static int ensure_partition(db_journal_t *j, const char *date) {
   return 0;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  return -1;
-}
-
 /* The chain of date, loaded from journal_chain_head when not cached. */
 static chain_t *chain_for(db_journal_t *j, const char *date) {
   chain_t *free_slot = NULL;
@@ -606,19 +599,11 @@ static chain_t *chain_for(db_journal_t *j, const char *date) {
   }
   memset(c, 0, sizeof *c);
   if (PQntuples(r) == 1) {
-    const char *hx = PQgetvalue(r, 0, 1);
-    if (strlen(hx) != 64) {
+    size_t got = 0;
+    if (db__unhex(PQgetvalue(r, 0, 1), c->hmac, 32, &got) || got != 32) {
       snprintf(j->errmsg, sizeof j->errmsg, "bad chain head for %s", date);
       PQclear(r);
       return NULL;
-    }
-    for (int i = 0; i < 32; i++) {
-      int hi = hexval(hx[2 * i]), lo = hexval(hx[2 * i + 1]);
-      if (hi < 0 || lo < 0) {
-        PQclear(r);
-        return NULL;
-      }
-      c->hmac[i] = (uint8_t)(hi << 4 | lo);
     }
     c->seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
   }

@@ -11,6 +11,7 @@
  * their columns: pan_enc and pan_hash are never read.
  */
 #include "lookup.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -170,32 +171,6 @@ int64_t db_txn_outcome_settled(const db_txn_outcome_t *o) {
 /* ------------------------------------------------------------------------ */
 /* Result reading                                                            */
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void
-set_err(char *err, size_t cap, const char *fmt, ...) {
-  if (!err || cap == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, cap, fmt, ap);
-  va_end(ap);
-}
-
-/* The server's message in one line: "ERROR:  ...". */
-static int sql_err(PGresult *r, PGconn *c, char *err, size_t cap,
-                   const char *what) {
-  const char *m = r ? PQresultErrorMessage(r) : "";
-  if (!m || !*m)
-    m = PQerrorMessage(c);
-  char line[512];
-  snprintf(line, sizeof line, "%s", m ? m : "");
-  line[strcspn(line, "\n")] = '\0';
-  set_err(err, cap, "%s failed: %s", what, line[0] ? line : "no result");
-  return DB_E_SQL;
-}
-
 /* Text of column col, "" when NULL; copied with bounds. */
 static void col_text(PGresult *r, int row, int col, char *dst, size_t cap) {
   copy_text(dst, cap, PQgetisnull(r, row, col) ? "" : PQgetvalue(r, row, col));
@@ -281,23 +256,23 @@ static int take_received(PGresult *r, db_lookup_result_t *out, char *err,
   int rows = PQntuples(r);
   size_t found = rows > 0 ? (size_t)rows : 0;
   if (PQnfields(r) != RECEIVED_NCOLS) {
-    set_err(err, cap, "lookup: unexpected result shape");
+    db__set_err(err, cap, "lookup: unexpected result shape");
     return DB_E_SQL;
   }
   if (found == 0) {
-    set_err(err, cap, "no transaction matches");
+    db__set_err(err, cap, "no transaction matches");
     return DB_E_NOT_FOUND;
   }
   out->truncated = found > DB_LOOKUP_MAX_TXNS;
   size_t keep = out->truncated ? DB_LOOKUP_MAX_TXNS : found;
   out->txns = calloc(keep, sizeof *out->txns);
   if (!out->txns) {
-    set_err(err, cap, "lookup: out of memory");
+    db__set_err(err, cap, "lookup: out of memory");
     return DB_E_NOMEM;
   }
   for (size_t i = 0; i < keep; i++) {
     if (read_received(r, (int)i, &out->txns[out->n]) != 0) {
-      set_err(err, cap, "lookup: malformed journal row %zu", i);
+      db__set_err(err, cap, "lookup: malformed journal row %zu", i);
       return DB_E_SQL;
     }
     out->n++;
@@ -419,12 +394,12 @@ static int take_events(PGresult *r, db_lookup_result_t *res, char *err,
   if (res->n == 0)
     return 0;
   if (PQnfields(r) != 14) {
-    set_err(err, cap, "lookup: unexpected result shape");
+    db__set_err(err, cap, "lookup: unexpected result shape");
     return DB_E_SQL;
   }
   db_txn_outcome_t *o = calloc(res->n, sizeof *o);
   if (!o) {
-    set_err(err, cap, "lookup: out of memory");
+    db__set_err(err, cap, "lookup: out of memory");
     return DB_E_NOMEM;
   }
   for (size_t i = 0; i < res->n; i++)
@@ -460,16 +435,16 @@ static int load_events(PGconn *c, db_lookup_result_t *res, char *err,
   char *d = malloc(acap), *n = malloc(acap), *t = malloc(acap);
   int rc = 0;
   if (!d || !n || !t) {
-    set_err(err, cap, "lookup: out of memory");
+    db__set_err(err, cap, "lookup: out of memory");
     rc = DB_E_NOMEM;
   } else if (key_arrays(res, d, n, t, acap) != 0) {
-    set_err(err, cap, "lookup: malformed transaction key");
+    db__set_err(err, cap, "lookup: malformed transaction key");
     rc = DB_E_SQL;
   } else {
     const char *params[3] = {d, n, t};
     PGresult *r = PQexecParams(c, EVENTS_SQL, 3, NULL, params, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK)
-      rc = sql_err(r, c, err, cap, "reading the events");
+      rc = db__sql_err(c, r, "reading the events failed", err, cap);
     else
       rc = take_events(r, res, err, cap);
     PQclear(r);
@@ -495,9 +470,10 @@ static int run_lookup(PGconn *c, const char *sql, int nparams,
                       size_t cap) {
   PGresult *r =
       PQexecParams(c, sql, nparams, NULL, values, lengths, formats, 0);
-  int rc = PQresultStatus(r) == PGRES_TUPLES_OK
-               ? take_received(r, out, err, cap)
-               : sql_err(r, c, err, cap, "looking up the transaction");
+  int rc =
+      PQresultStatus(r) == PGRES_TUPLES_OK
+          ? take_received(r, out, err, cap)
+          : db__sql_err(c, r, "looking up the transaction failed", err, cap);
   PQclear(r);
   if (rc == 0)
     rc = load_events(c, out, err, cap);
@@ -510,12 +486,12 @@ static int start(PGconn *c, db_lookup_result_t *out, char *err, size_t cap) {
   if (err && cap)
     err[0] = '\0';
   if (!out) {
-    set_err(err, cap, "lookup: no result given");
+    db__set_err(err, cap, "lookup: no result given");
     return DB_E_INVAL;
   }
   memset(out, 0, sizeof *out);
   if (!c || PQstatus(c) != CONNECTION_OK) {
-    set_err(err, cap, "lookup: no connection to the database");
+    db__set_err(err, cap, "lookup: no connection to the database");
     return DB_E_CONNECT;
   }
   return 0;
@@ -527,11 +503,11 @@ int db_lookup_by_rrn(PGconn *c, const char *rrn, const char *date,
   if (rc)
     return rc;
   if (db_lookup_check_rrn(rrn) != 0) {
-    set_err(err, cap, "invalid RRN: it must be 12 letters or digits");
+    db__set_err(err, cap, "invalid RRN: it must be 12 letters or digits");
     return DB_E_INVAL;
   }
   if (date && db_lookup_check_date(date) != 0) {
-    set_err(err, cap, "invalid date: expected YYYY-MM-DD");
+    db__set_err(err, cap, "invalid date: expected YYYY-MM-DD");
     return DB_E_INVAL;
   }
   /* rrn IS NOT NULL repeats the index's predicate so the planner can use
@@ -550,16 +526,17 @@ int db_lookup_by_terminal_stan(PGconn *c, const char *tid, const char *stan,
   if (rc)
     return rc;
   if (db_lookup_check_terminal_id(tid) != 0) {
-    set_err(err, cap, "invalid terminal id: 1 to 8 letters, digits or spaces");
+    db__set_err(err, cap,
+                "invalid terminal id: 1 to 8 letters, digits or spaces");
     return DB_E_INVAL;
   }
   if (db_lookup_check_stan(stan) != 0) {
-    set_err(err, cap, "invalid STAN: it must be 6 digits");
+    db__set_err(err, cap, "invalid STAN: it must be 6 digits");
     return DB_E_INVAL;
   }
   if ((from && db_lookup_check_date(from) != 0) ||
       (to && db_lookup_check_date(to) != 0)) {
-    set_err(err, cap, "invalid date: expected YYYY-MM-DD");
+    db__set_err(err, cap, "invalid date: expected YYYY-MM-DD");
     return DB_E_INVAL;
   }
   /* The bounds are computed once (a CTE) so partition pruning sees
@@ -582,11 +559,11 @@ int db_lookup_by_pan_hash(PGconn *c, const uint8_t hash[32], int32_t key_ver,
   if (rc)
     return rc;
   if (!hash || key_ver <= 0) {
-    set_err(err, cap, "invalid PAN hash: 32 bytes and a key version > 0");
+    db__set_err(err, cap, "invalid PAN hash: 32 bytes and a key version > 0");
     return DB_E_INVAL;
   }
   if (db_lookup_check_date(date) != 0) {
-    set_err(err, cap, "invalid date: expected YYYY-MM-DD");
+    db__set_err(err, cap, "invalid date: expected YYYY-MM-DD");
     return DB_E_INVAL;
   }
   char ver[16];

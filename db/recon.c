@@ -22,6 +22,7 @@
  * Every sum is checked against int64 overflow and the field's size.
  */
 #include "lookup.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stddef.h>
@@ -31,31 +32,6 @@
 
 /* Tomorrow's date in UTC, whatever the session's TimeZone (as lookup.c). */
 #define DB__TOMORROW "((now() AT TIME ZONE 'UTC')::date + 1)"
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void
-set_err(char *err, size_t cap, const char *fmt, ...) {
-  if (!err || cap == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, cap, fmt, ap);
-  va_end(ap);
-}
-
-static int sql_err(PGresult *r, PGconn *c, char *err, size_t cap,
-                   const char *what) {
-  const char *m = r ? PQresultErrorMessage(r) : "";
-  if (!m || !*m)
-    m = PQerrorMessage(c);
-  char line[512];
-  snprintf(line, sizeof line, "%s", m ? m : "");
-  line[strcspn(line, "\n")] = '\0';
-  set_err(err, cap, "%s failed: %s", what, line[0] ? line : "no result");
-  return DB_E_SQL;
-}
 
 /* ------------------------------------------------------------------------ */
 /* The fields                                                                */
@@ -158,7 +134,7 @@ static int count_txn(db_recon_batch_t *b, const db_txn_outcome_t *o,
   if (!db_txn_outcome_counts(o) || (only && strcmp(o->currency, only) != 0))
     return 0;
   if (db_lookup_check_currency(o->currency) != 0) {
-    set_err(err, cap, "a counted transaction has no currency");
+    db__set_err(err, cap, "a counted transaction has no currency");
     return DB_E_SQL;
   }
   db_recon_totals_t *t = bucket(b, o->currency);
@@ -175,8 +151,9 @@ static int count_txn(db_recon_batch_t *b, const db_txn_outcome_t *o,
                ? DB_E_INVAL
                : 0;
   if (rc) {
-    set_err(err, cap, "batch totals in %s exceed the size of the 0500 fields",
-            o->currency);
+    db__set_err(err, cap,
+                "batch totals in %s exceed the size of the 0500 fields",
+                o->currency);
     return rc;
   }
   b->counted++;
@@ -195,13 +172,13 @@ static int date_range(PGconn *c, const char *from, const char *to,
   PGresult *r = PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
   int rc = 0;
   if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-    rc = sql_err(r, c, err, cap, "computing the date range");
+    rc = db__sql_err(c, r, "computing the date range failed", err, cap);
   else {
     snprintf(out->date_from, sizeof out->date_from, "%s", PQgetvalue(r, 0, 0));
     snprintf(out->date_to, sizeof out->date_to, "%s", PQgetvalue(r, 0, 1));
     if (db_lookup_check_date(out->date_from) != 0 ||
         db_lookup_check_date(out->date_to) != 0) {
-      set_err(err, cap, "the server gave a date out of range");
+      db__set_err(err, cap, "the server gave a date out of range");
       rc = DB_E_SQL;
     }
   }
@@ -261,7 +238,7 @@ static int take_batch(PGresult *r, db_recon_batch_t *out, const char *only,
                       char *err, size_t cap) {
   int rows = PQntuples(r);
   if (PQnfields(r) != 9) {
-    set_err(err, cap, "recon: unexpected result shape");
+    db__set_err(err, cap, "recon: unexpected result shape");
     return DB_E_SQL;
   }
   db_txn_outcome_t o;
@@ -288,20 +265,21 @@ static int check_batch_args(const char *tid, int32_t batch, const char *from,
                             const char *to, const char *currency, char *err,
                             size_t cap) {
   if (db_lookup_check_terminal_id(tid) != 0) {
-    set_err(err, cap, "invalid terminal id: 1 to 8 letters, digits or spaces");
+    db__set_err(err, cap,
+                "invalid terminal id: 1 to 8 letters, digits or spaces");
     return DB_E_INVAL;
   }
   if (batch < 0 || batch > 999999) {
-    set_err(err, cap, "invalid batch number: 0 to 999999");
+    db__set_err(err, cap, "invalid batch number: 0 to 999999");
     return DB_E_INVAL;
   }
   if ((from && db_lookup_check_date(from) != 0) ||
       (to && db_lookup_check_date(to) != 0)) {
-    set_err(err, cap, "invalid date: expected YYYY-MM-DD");
+    db__set_err(err, cap, "invalid date: expected YYYY-MM-DD");
     return DB_E_INVAL;
   }
   if (currency && db_lookup_check_currency(currency) != 0) {
-    set_err(err, cap, "invalid currency: 3 digits (ISO 4217 numeric)");
+    db__set_err(err, cap, "invalid currency: 3 digits (ISO 4217 numeric)");
     return DB_E_INVAL;
   }
   return 0;
@@ -313,7 +291,7 @@ int db_recon_batch(PGconn *c, const char *tid, int32_t batch, const char *from,
   if (err && cap)
     err[0] = '\0';
   if (!out) {
-    set_err(err, cap, "recon: no result given");
+    db__set_err(err, cap, "recon: no result given");
     return DB_E_INVAL;
   }
   memset(out, 0, sizeof *out);
@@ -321,7 +299,7 @@ int db_recon_batch(PGconn *c, const char *tid, int32_t batch, const char *from,
   if (rc)
     return rc;
   if (!c || PQstatus(c) != CONNECTION_OK) {
-    set_err(err, cap, "recon: no connection to the database");
+    db__set_err(err, cap, "recon: no connection to the database");
     return DB_E_CONNECT;
   }
   snprintf(out->terminal_id, sizeof out->terminal_id, "%s", tid);
@@ -334,13 +312,13 @@ int db_recon_batch(PGconn *c, const char *tid, int32_t batch, const char *from,
   const char *params[4] = {tid, bbuf, out->date_from, out->date_to};
   PGresult *r = PQexecParams(c, BATCH_SQL, 4, NULL, params, NULL, NULL, 0);
   if (PQresultStatus(r) != PGRES_TUPLES_OK)
-    rc = sql_err(r, c, err, cap, "reading the batch");
+    rc = db__sql_err(c, r, "reading the batch failed", err, cap);
   else
     rc = take_batch(r, out, currency, err, cap);
   PQclear(r);
   for (size_t i = 0; rc == 0 && i < out->n; i++)
     if (db_recon_set_net(&out->totals[i]) != 0) {
-      set_err(err, cap, "batch net amount exceeds DE97");
+      db__set_err(err, cap, "batch net amount exceeds DE97");
       rc = DB_E_INVAL;
     }
   return rc;
@@ -415,8 +393,8 @@ static int parse_pair(const char *p, size_t n, db_recon_totals_t *out,
                       unsigned *seen, char *err, size_t cap) {
   const char *eq = memchr(p, '=', n);
   if (!eq) {
-    set_err(err, cap, "terminal totals: \"%.*s\" is not name=value",
-            (int)(n > 24 ? 24 : n), p);
+    db__set_err(err, cap, "terminal totals: \"%.*s\" is not name=value",
+                (int)(n > 24 ? 24 : n), p);
     return DB_E_INVAL;
   }
   size_t kl = (size_t)(eq - p), vl = n - kl - 1;
@@ -426,7 +404,7 @@ static int parse_pair(const char *p, size_t n, db_recon_totals_t *out,
     if (vl == 3)
       memcpy(cur, v, 3);
     if (db_lookup_check_currency(cur) != 0) {
-      set_err(err, cap, "terminal totals: currency must be 3 digits");
+      db__set_err(err, cap, "terminal totals: currency must be 3 digits");
       return DB_E_INVAL;
     }
     memcpy(out->currency, cur, 4);
@@ -434,19 +412,20 @@ static int parse_pair(const char *p, size_t n, db_recon_totals_t *out,
   }
   int i = field_index(p, kl);
   if (i < 0) {
-    set_err(err, cap,
-            "terminal totals: unknown field \"%.*s\" (de74..de77, de86..de89, "
-            "de97, currency)",
-            (int)(kl > 12 ? 12 : kl), p);
+    db__set_err(
+        err, cap,
+        "terminal totals: unknown field \"%.*s\" (de74..de77, de86..de89, "
+        "de97, currency)",
+        (int)(kl > 12 ? 12 : kl), p);
     return DB_E_INVAL;
   }
   if (*seen & (1u << i)) {
-    set_err(err, cap, "terminal totals: de%d given twice", fields[i].de);
+    db__set_err(err, cap, "terminal totals: de%d given twice", fields[i].de);
     return DB_E_INVAL;
   }
   if (fields[i].de == 97) {
     if (vl < 2 || (v[0] != 'C' && v[0] != 'D')) {
-      set_err(err, cap, "terminal totals: de97 must be C or D then digits");
+      db__set_err(err, cap, "terminal totals: de97 must be C or D then digits");
       return DB_E_INVAL;
     }
     out->net_sign = v[0];
@@ -454,8 +433,8 @@ static int parse_pair(const char *p, size_t n, db_recon_totals_t *out,
     vl--;
   }
   if (parse_digits(v, vl, fields[i].max, field(out, (size_t)i)) != 0) {
-    set_err(err, cap, "terminal totals: de%d must be 1 to %d digits",
-            fields[i].de, fields[i].max == DB_RECON_COUNT_MAX ? 10 : 16);
+    db__set_err(err, cap, "terminal totals: de%d must be 1 to %d digits",
+                fields[i].de, fields[i].max == DB_RECON_COUNT_MAX ? 10 : 16);
     return DB_E_INVAL;
   }
   *seen |= 1u << i;
@@ -470,7 +449,7 @@ int db_recon_parse_totals(const char *text, db_recon_totals_t *out, char *err,
     return DB_E_INVAL;
   db_recon_totals_init(out, NULL);
   if (!text || strlen(text) > 512) {
-    set_err(err, cap, "terminal totals: missing or longer than 512 bytes");
+    db__set_err(err, cap, "terminal totals: missing or longer than 512 bytes");
     return DB_E_INVAL;
   }
   unsigned seen = 0;
@@ -486,7 +465,7 @@ int db_recon_parse_totals(const char *text, db_recon_totals_t *out, char *err,
   }
   for (size_t i = 0; i < DB_RECON_FIELDS; i++)
     if (!(seen & (1u << i))) {
-      set_err(err, cap, "terminal totals: de%d is missing", fields[i].de);
+      db__set_err(err, cap, "terminal totals: de%d is missing", fields[i].de);
       return DB_E_INVAL;
     }
   return 0;

@@ -14,6 +14,7 @@
  * before it is copied: a row that does not fit is DB_E_SQL with its name.
  */
 #include "saf.h"
+#include "util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -24,30 +25,6 @@
 #define NO_TIME INT64_MIN
 
 /* ---- messages and small checks ---- */
-
-__attribute__((format(printf, 3, 4))) static void
-set_err(char *err, size_t cap, const char *fmt, ...) {
-  if (!err || cap == 0)
-    return;
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(err, cap, fmt, ap);
-  va_end(ap);
-}
-
-/* The first line of r's (or c's) error message, in err; the DB_E_* code
- * that fits: DB_E_UNAVAILABLE when the connection is gone. */
-static int sql_fail(PGconn *c, PGresult *r, const char *what, char *err,
-                    size_t cap) {
-  const char *m = r ? PQresultErrorMessage(r) : "";
-  if (!m || !*m)
-    m = PQerrorMessage(c);
-  if (!m || !*m)
-    m = "no message";
-  size_t len = strcspn(m, "\n");
-  set_err(err, cap, "%s: %.*s", what, (int)(len > 400 ? 400 : len), m);
-  return PQstatus(c) == CONNECTION_BAD ? DB_E_UNAVAILABLE : DB_E_SQL;
-}
 
 /* True when s is 1..max characters, each a letter/digit or in extra. */
 static int shaped(const char *s, size_t max, int upper, const char *extra) {
@@ -119,12 +96,13 @@ static int resolve_config(const db_saf_config_t *in, db_saf_config_t *out,
       out->backoff_cap_ms > DB_SAF_MS_LIMIT ||
       out->lease_ms > DB_SAF_MS_LIMIT ||
       out->backoff_base_ms > out->backoff_cap_ms) {
-    set_err(err, cap,
-            "SAF configuration out of range: max_attempts %u (at most %u), "
-            "backoff %u..%u ms, lease %u ms (each at most %u ms, base not "
-            "above cap)",
-            out->max_attempts, DB_SAF_MAX_ATTEMPTS_LIMIT, out->backoff_base_ms,
-            out->backoff_cap_ms, out->lease_ms, DB_SAF_MS_LIMIT);
+    db__set_err(err, cap,
+                "SAF configuration out of range: max_attempts %u (at most %u), "
+                "backoff %u..%u ms, lease %u ms (each at most %u ms, base not "
+                "above cap)",
+                out->max_attempts, DB_SAF_MAX_ATTEMPTS_LIMIT,
+                out->backoff_base_ms, out->backoff_cap_ms, out->lease_ms,
+                DB_SAF_MS_LIMIT);
     return DB_E_INVAL;
   }
   return 0;
@@ -214,9 +192,9 @@ static int get_bytea(PGresult *r, int row, int col, uint8_t *dst, size_t cap,
 /* A value read back that is NULL where it may not be, too long or not a
  * number: the schema and this file disagree. */
 static int bad_value(PGresult *r, int row, char *err, size_t cap) {
-  set_err(err, cap,
-          "SAF: unexpected value in row %d of %d of the database's answer",
-          row + 1, PQntuples(r));
+  db__set_err(err, cap,
+              "SAF: unexpected value in row %d of %d of the database's answer",
+              row + 1, PQntuples(r));
   return DB_E_SQL;
 }
 
@@ -401,15 +379,15 @@ int db_saf_claim(PGconn *c, const db_saf_config_t *cfg, const char *owner,
   if (n)
     *n = 0;
   if (!c || !items || !n || cap == 0 || cap > 10000) {
-    set_err(err, errcap,
-            "SAF claim: no connection, no items or a capacity "
-            "not in 1..10000");
+    db__set_err(err, errcap,
+                "SAF claim: no connection, no items or a capacity "
+                "not in 1..10000");
     return DB_E_INVAL;
   }
   if (!valid_owner(owner)) {
-    set_err(err, errcap,
-            "SAF claim: owner must be 1 to 64 characters of "
-            "A-Z a-z 0-9 _ . : -");
+    db__set_err(err, errcap,
+                "SAF claim: owner must be 1 to 64 characters of "
+                "A-Z a-z 0-9 _ . : -");
     return DB_E_INVAL;
   }
   int rc = resolve_config(cfg, &k, err, errcap);
@@ -422,13 +400,13 @@ int db_saf_claim(PGconn *c, const db_saf_config_t *cfg, const char *owner,
   const char *p[] = {owner, lease, limit, max};
   PGresult *r = run(c, claim_sql, 4, p);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    rc = sql_fail(c, r, "SAF claim", err, errcap);
+    rc = db__sql_err(c, r, "SAF claim", err, errcap);
     PQclear(r);
     return rc;
   }
   if (PQnfields(r) != CL_NCOLS || (size_t)PQntuples(r) > cap) {
     PQclear(r);
-    set_err(err, errcap, "SAF claim: unexpected result shape");
+    db__set_err(err, errcap, "SAF claim: unexpected result shape");
     return DB_E_SQL;
   }
   size_t got = 0;
@@ -453,10 +431,10 @@ static int check_key(const db_saf_key_t *key, char *err, size_t cap,
                      const char *what) {
   if (!key || !valid_link(key->link_id) || !all_digits(key->stan, 6) ||
       key->transmission_us == NO_TIME) {
-    set_err(err, cap,
-            "%s: the matching key needs a link (1 to 32 of a-z "
-            "0-9 _ -), a 6-digit STAN and a transmission time",
-            what);
+    db__set_err(err, cap,
+                "%s: the matching key needs a link (1 to 32 of a-z "
+                "0-9 _ -), a 6-digit STAN and a transmission time",
+                what);
     return DB_E_INVAL;
   }
   return 0;
@@ -477,12 +455,12 @@ static int key_used_elsewhere(PGconn *c, int64_t saf_id,
                     4, p);
   int rc = 0;
   if (PQresultStatus(r) != PGRES_TUPLES_OK)
-    rc = sql_fail(c, r, "SAF record send", err, cap);
+    rc = db__sql_err(c, r, "SAF record send", err, cap);
   else if (PQntuples(r) > 0) {
-    set_err(err, cap,
-            "SAF record send: link %s STAN %s at that DE7 was already sent "
-            "for SAF row %s",
-            key->link_id, key->stan, PQgetvalue(r, 0, 0));
+    db__set_err(err, cap,
+                "SAF record send: link %s STAN %s at that DE7 was already sent "
+                "for SAF row %s",
+                key->link_id, key->stan, PQgetvalue(r, 0, 0));
     rc = DB_E_REJECTED;
   }
   PQclear(r);
@@ -493,7 +471,7 @@ int db_saf_record_send(PGconn *c, int64_t saf_id, const char *owner,
                        const db_saf_key_t *key, int32_t *attempt, char *mti,
                        char *err, size_t errcap) {
   if (!c || !valid_owner(owner)) {
-    set_err(err, errcap, "SAF record send: no connection or a bad owner");
+    db__set_err(err, errcap, "SAF record send: no connection or a bad owner");
     return DB_E_INVAL;
   }
   int rc = check_key(key, err, errcap, "SAF record send");
@@ -525,16 +503,16 @@ int db_saf_record_send(PGconn *c, int64_t saf_id, const char *owner,
       " RETURNING attempt, mti",
       5, p);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    rc = sql_fail(c, r, "SAF record send", err, errcap);
+    rc = db__sql_err(c, r, "SAF record send", err, errcap);
     PQclear(r);
     return rc;
   }
   if (PQntuples(r) != 1) {
     PQclear(r);
-    set_err(err, errcap,
-            "SAF record send: row %lld is not live under a lease of %s "
-            "(taken over, expired or finished): do not send",
-            (long long)saf_id, owner);
+    db__set_err(err, errcap,
+                "SAF record send: row %lld is not live under a lease of %s "
+                "(taken over, expired or finished): do not send",
+                (long long)saf_id, owner);
     return DB_E_CONFLICT;
   }
   int32_t a = 0;
@@ -584,14 +562,14 @@ static int fill_acked(PGresult *r, db_saf_acked_t *out) {
 int db_saf_ack(PGconn *c, const db_saf_key_t *key, const char *response_code,
                db_saf_acked_t *out, char *err, size_t errcap) {
   if (!c) {
-    set_err(err, errcap, "SAF ack: no connection");
+    db__set_err(err, errcap, "SAF ack: no connection");
     return DB_E_INVAL;
   }
   int rc = check_key(key, err, errcap, "SAF ack");
   if (rc)
     return rc;
   if (response_code && !valid_rc(response_code)) {
-    set_err(err, errcap, "SAF ack: response code must be 2 of 0-9 A-Z");
+    db__set_err(err, errcap, "SAF ack: response code must be 2 of 0-9 A-Z");
     return DB_E_INVAL;
   }
   char us[24];
@@ -599,16 +577,16 @@ int db_saf_ack(PGconn *c, const db_saf_key_t *key, const char *response_code,
   const char *p[] = {key->link_id, key->stan, us, response_code};
   PGresult *r = run(c, ack_sql, 4, p);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    rc = sql_fail(c, r, "SAF ack", err, errcap);
+    rc = db__sql_err(c, r, "SAF ack", err, errcap);
     PQclear(r);
     return rc;
   }
   if (PQntuples(r) != 1 || PQnfields(r) != 7) {
     PQclear(r);
-    set_err(err, errcap,
-            "SAF ack: no send on link %s with STAN %s at that "
-            "transmission time",
-            key->link_id, key->stan);
+    db__set_err(err, errcap,
+                "SAF ack: no send on link %s with STAN %s at that "
+                "transmission time",
+                key->link_id, key->stan);
     return DB_E_NOT_FOUND;
   }
   db_saf_acked_t tmp;
@@ -652,11 +630,11 @@ int db_saf_fail(PGconn *c, const db_saf_config_t *cfg, int64_t saf_id,
                 char *err, size_t errcap) {
   db_saf_config_t k;
   if (!c || !valid_owner(owner)) {
-    set_err(err, errcap, "SAF fail: no connection or a bad owner");
+    db__set_err(err, errcap, "SAF fail: no connection or a bad owner");
     return DB_E_INVAL;
   }
   if (response_code && !valid_rc(response_code)) {
-    set_err(err, errcap, "SAF fail: response code must be 2 of 0-9 A-Z");
+    db__set_err(err, errcap, "SAF fail: response code must be 2 of 0-9 A-Z");
     return DB_E_INVAL;
   }
   int rc = resolve_config(cfg, &k, err, errcap);
@@ -670,14 +648,14 @@ int db_saf_fail(PGconn *c, const db_saf_config_t *cfg, int64_t saf_id,
   const char *p[] = {id, owner, response_code, max, base, capms};
   PGresult *r = run(c, fail_sql, 6, p);
   if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-    rc = sql_fail(c, r, "SAF fail", err, errcap);
+    rc = db__sql_err(c, r, "SAF fail", err, errcap);
     PQclear(r);
     return rc;
   }
   if (PQntuples(r) != 1) {
     PQclear(r);
-    set_err(err, errcap, "SAF fail: row %lld is not live under %s's lease",
-            (long long)saf_id, owner);
+    db__set_err(err, errcap, "SAF fail: row %lld is not live under %s's lease",
+                (long long)saf_id, owner);
     return DB_E_CONFLICT;
   }
   if (dead)
@@ -692,7 +670,7 @@ static int owner_update(PGconn *c, const char *sql, const char *what,
                         int64_t saf_id, const char *owner, const char *arg,
                         char *err, size_t errcap) {
   if (!c || !valid_owner(owner)) {
-    set_err(err, errcap, "%s: no connection or a bad owner", what);
+    db__set_err(err, errcap, "%s: no connection or a bad owner", what);
     return DB_E_INVAL;
   }
   char id[24];
@@ -701,10 +679,10 @@ static int owner_update(PGconn *c, const char *sql, const char *what,
   PGresult *r = run(c, sql, arg ? 3 : 2, p);
   int rc = 0;
   if (PQresultStatus(r) != PGRES_COMMAND_OK)
-    rc = sql_fail(c, r, what, err, errcap);
+    rc = db__sql_err(c, r, what, err, errcap);
   else if (strcmp(PQcmdTuples(r), "1") != 0) {
-    set_err(err, errcap, "%s: row %lld is not live under %s's lease", what,
-            (long long)saf_id, owner);
+    db__set_err(err, errcap, "%s: row %lld is not live under %s's lease", what,
+                (long long)saf_id, owner);
     rc = DB_E_CONFLICT;
   }
   PQclear(r);
@@ -714,8 +692,8 @@ static int owner_update(PGconn *c, const char *sql, const char *what,
 int db_saf_renew(PGconn *c, int64_t saf_id, const char *owner,
                  uint32_t lease_ms, char *err, size_t errcap) {
   if (lease_ms == 0 || lease_ms > DB_SAF_MS_LIMIT) {
-    set_err(err, errcap, "SAF renew: lease of %u ms is not in 1..%u", lease_ms,
-            DB_SAF_MS_LIMIT);
+    db__set_err(err, errcap, "SAF renew: lease of %u ms is not in 1..%u",
+                lease_ms, DB_SAF_MS_LIMIT);
     return DB_E_INVAL;
   }
   char ms[16];
@@ -741,7 +719,7 @@ int db_saf_release(PGconn *c, int64_t saf_id, const char *owner, char *err,
 
 int db_saf_retry(PGconn *c, int64_t saf_id, char *err, size_t errcap) {
   if (!c || saf_id <= 0) {
-    set_err(err, errcap, "SAF retry: no connection or a bad SAF id");
+    db__set_err(err, errcap, "SAF retry: no connection or a bad SAF id");
     return DB_E_INVAL;
   }
   char id[24];
@@ -758,15 +736,15 @@ int db_saf_retry(PGconn *c, int64_t saf_id, char *err, size_t errcap) {
                     1, p);
   int rc = 0;
   if (PQresultStatus(r) != PGRES_TUPLES_OK)
-    rc = sql_fail(c, r, "SAF retry", err, errcap);
+    rc = db__sql_err(c, r, "SAF retry", err, errcap);
   else if (PQntuples(r) != 1) {
-    set_err(err, errcap, "SAF retry: no SAF row %lld", (long long)saf_id);
+    db__set_err(err, errcap, "SAF retry: no SAF row %lld", (long long)saf_id);
     rc = DB_E_NOT_FOUND;
   } else if (strcmp(PQgetvalue(r, 0, 1), "t") != 0) {
-    set_err(err, errcap,
-            "SAF retry: row %lld is %.8s, not dead; only dead rows are "
-            "retried",
-            (long long)saf_id, PQgetvalue(r, 0, 0));
+    db__set_err(err, errcap,
+                "SAF retry: row %lld is %.8s, not dead; only dead rows are "
+                "retried",
+                (long long)saf_id, PQgetvalue(r, 0, 0));
     rc = DB_E_CONFLICT;
   }
   PQclear(r);
@@ -778,7 +756,7 @@ int db_saf_purge(PGconn *c, int days, int64_t *purged, char *err,
   if (purged)
     *purged = 0;
   if (!c || days < 1 || days > 36600) {
-    set_err(err, errcap, "SAF purge: no connection, or days not 1..36600");
+    db__set_err(err, errcap, "SAF purge: no connection, or days not 1..36600");
     return DB_E_INVAL;
   }
   char d[16];
@@ -791,7 +769,7 @@ int db_saf_purge(PGconn *c, int days, int64_t *purged, char *err,
                     1, p);
   int rc = 0;
   if (PQresultStatus(r) != PGRES_COMMAND_OK)
-    rc = sql_fail(c, r, "SAF purge", err, errcap);
+    rc = db__sql_err(c, r, "SAF purge", err, errcap);
   else if (purged)
     *purged = strtoll(PQcmdTuples(r), NULL, 10);
   PQclear(r);
@@ -864,15 +842,15 @@ int db_saf_list(PGconn *c, const char *state, long limit,
                 int (*cb)(void *ctx, const db_saf_row_t *row), void *ctx,
                 char *err, size_t errcap) {
   if (!c || !cb || limit < 1 || limit > 100000) {
-    set_err(err, errcap,
-            "SAF list: no connection, no callback or a limit "
-            "not in 1..100000");
+    db__set_err(err, errcap,
+                "SAF list: no connection, no callback or a limit "
+                "not in 1..100000");
     return DB_E_INVAL;
   }
   if (state && !valid_state(state)) {
-    set_err(err, errcap,
-            "SAF list: state must be armed, live, acked, dead "
-            "or disarmed");
+    db__set_err(err, errcap,
+                "SAF list: state must be armed, live, acked, dead "
+                "or disarmed");
     return DB_E_INVAL;
   }
   char lim[24];
@@ -881,7 +859,7 @@ int db_saf_list(PGconn *c, const char *state, long limit,
   PGresult *r = run(c, list_sql, 2, p);
   int rc = 0;
   if (PQresultStatus(r) != PGRES_TUPLES_OK || PQnfields(r) != 16) {
-    rc = sql_fail(c, r, "SAF list", err, errcap);
+    rc = db__sql_err(c, r, "SAF list", err, errcap);
     PQclear(r);
     return rc;
   }
@@ -900,7 +878,7 @@ int db_saf_list(PGconn *c, const char *state, long limit,
 
 int db_saf_stats(PGconn *c, db_saf_stats_t *out, char *err, size_t errcap) {
   if (!c || !out) {
-    set_err(err, errcap, "SAF stats: no connection or no output");
+    db__set_err(err, errcap, "SAF stats: no connection or no output");
     return DB_E_INVAL;
   }
   PGresult *r = PQexec(
@@ -926,7 +904,7 @@ int db_saf_stats(PGconn *c, db_saf_stats_t *out, char *err, size_t errcap) {
   int rc = 0;
   if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
       PQnfields(r) != 9) {
-    rc = sql_fail(c, r, "SAF stats", err, errcap);
+    rc = db__sql_err(c, r, "SAF stats", err, errcap);
     PQclear(r);
     return rc;
   }

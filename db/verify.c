@@ -17,6 +17,7 @@
 #include "journal.h"
 
 #include "chain.h"
+#include "util.h"
 
 #include "hsm.h"
 
@@ -68,20 +69,6 @@ static void say(out_t *o, int is_break, const char *fmt, ...) {
     o->report(o->ctx, line);
 }
 
-static int unhex(const char *s, uint8_t *out, size_t cap, size_t *len) {
-  size_t n = strlen(s);
-  if (n % 2 || n / 2 > cap)
-    return -1;
-  for (size_t i = 0; i < n / 2; i++) {
-    unsigned v;
-    if (sscanf(s + 2 * i, "%2x", &v) != 1)
-      return -1;
-    out[i] = (uint8_t)v;
-  }
-  *len = n / 2;
-  return 0;
-}
-
 static void copy(char *dst, size_t cap, const char *src) {
   snprintf(dst, cap, "%s", src);
 }
@@ -123,15 +110,15 @@ static int row_to_event(PGresult *r, db_event_t *ev) {
   COPY(ev->orig_business_date, 25);
   COPY(ev->pan_masked, 26);
   size_t n = 0;
-  if (unhex(PQgetvalue(r, 0, 27), ev->pan_hash, sizeof ev->pan_hash, &n))
+  if (db__unhex(PQgetvalue(r, 0, 27), ev->pan_hash, sizeof ev->pan_hash, &n))
     return -1;
   ev->pan_hash_key_ver = (int32_t)strtol(PQgetvalue(r, 0, 28), NULL, 10);
-  if (unhex(PQgetvalue(r, 0, 29), ev->pan_enc, sizeof ev->pan_enc, &n))
+  if (db__unhex(PQgetvalue(r, 0, 29), ev->pan_enc, sizeof ev->pan_enc, &n))
     return -1;
   ev->pan_enc_len = (uint16_t)n;
   ev->pan_enc_key_ver = (int32_t)strtol(PQgetvalue(r, 0, 30), NULL, 10);
   ev->chain_seq = strtoll(PQgetvalue(r, 0, 31), NULL, 10);
-  if (unhex(PQgetvalue(r, 0, 32), ev->chain_hmac, 32, &n) || n != 32)
+  if (db__unhex(PQgetvalue(r, 0, 32), ev->chain_hmac, 32, &n) || n != 32)
     return -1;
   ev->chain_key_ver = (uint32_t)strtoul(PQgetvalue(r, 0, 33), NULL, 10);
   return 0;
@@ -160,7 +147,7 @@ static int head_of(PGconn *c, const char *date, const char *node, int64_t *seq,
     *seq = 0;
     if (PQntuples(r) == 1) {
       *seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-      if (unhex(PQgetvalue(r, 0, 1), hmac, 32, &n) || n != 32)
+      if (db__unhex(PQgetvalue(r, 0, 1), hmac, 32, &n) || n != 32)
         rc = -1;
     }
   }

@@ -95,27 +95,27 @@ static int journal_days(PGconn *c, const char *today, long days, int apply) {
   }
   printf("journal retention: days before %s (%ld days) may be dropped\n",
          cutoff, days);
-  size_t todo = 0, done = 0;
+  size_t to_drop = 0, dropped = 0;
   int code = CTL_OK;
   for (size_t i = 0; i < n; i++) {
     printf("  %s: %s\n", d[i].date, db_retention_day_text(d[i].verdict));
-    todo += d[i].verdict == DB_DAY_DROP;
+    to_drop += d[i].verdict == DB_DAY_DROP;
   }
   for (size_t i = 0; apply && i < n; i++) {
     if (d[i].verdict != DB_DAY_DROP)
       continue;
     if (db_retention_drop_day(c, d[i].date, err, sizeof err) == 0) {
       printf("dropped the journal of %s\n", d[i].date);
-      done++;
+      dropped++;
     } else {
       fprintf(stderr, "switchctl: retention: %s: %s\n", d[i].date, err);
       code = CTL_FAILED;
     }
   }
   if (!apply)
-    printf("%zu day(s) to drop; nothing changed (add --apply)\n", todo);
+    printf("%zu day(s) to drop; nothing changed (add --apply)\n", to_drop);
   else
-    printf("%zu day(s) dropped\n", done);
+    printf("%zu day(s) dropped\n", dropped);
   return code;
 }
 
@@ -210,14 +210,14 @@ int ctl_retention(const ctl_t *ctl, int argc, char **argv) {
     printf("retention of \"%s\": PANs of business dates before %s (%ld "
            "days) may go\n",
            label, cutoff, days);
-    size_t todo = 0;
+    size_t to_destroy = 0;
     for (size_t i = 0; i < vs.n; i++) {
       const db_retention_item_t *it = &items[i];
       printf("  version %u: %lld row(s)%s%s%s%s: %s\n", it->version,
              (long long)it->rows, it->rows ? ", " : "", it->first_date,
              it->rows ? " to " : "", it->last_date,
              db_retention_verdict_text(it->verdict));
-      todo += it->verdict == DB_RET_DESTROY;
+      to_destroy += it->verdict == DB_RET_DESTROY;
     }
     for (size_t i = 0; apply && i < vs.n; i++) {
       if (items[i].verdict != DB_RET_DESTROY)
@@ -232,9 +232,9 @@ int ctl_retention(const ctl_t *ctl, int argc, char **argv) {
     }
     if (!apply)
       printf("%zu version(s) to destroy; nothing changed (add --apply)\n",
-             todo);
+             to_destroy);
     else if (code == CTL_OK)
-      printf("%zu version(s) destroyed\n", todo);
+      printf("%zu version(s) destroyed\n", to_destroy);
   }
   if (h)
     hsm_close(h);
