@@ -26,6 +26,7 @@
  * adjustment of the opposite sign, for the amount reversed.
  */
 #include "settle.h"
+#include "util.h"
 
 #include "clearing.pb-c.h"
 
@@ -290,34 +291,12 @@ static int get_text(const PGresult *r, int row, int col, char *dst,
   return 0;
 }
 
-static int hexval(char c) {
-  if (c >= '0' && c <= '9')
-    return c - '0';
-  if (c >= 'a' && c <= 'f')
-    return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F')
-    return c - 'A' + 10;
-  return -1;
-}
-
 /* Decodes a hex column (encode(x, 'hex')); NULL gives length 0. */
 static int get_hex(const PGresult *r, int row, int col, uint8_t *dst,
                    size_t cap, size_t *len) {
   const char *v = val(r, row, col);
   *len = 0;
-  if (!v)
-    return 0;
-  size_t n = strlen(v);
-  if (n % 2 || n / 2 > cap)
-    return -1;
-  for (size_t i = 0; i < n / 2; i++) {
-    int hi = hexval(v[2 * i]), lo = hexval(v[2 * i + 1]);
-    if (hi < 0 || lo < 0)
-      return -1;
-    dst[i] = (uint8_t)(hi << 4 | lo);
-  }
-  *len = n / 2;
-  return 0;
+  return v ? db__unhex(v, dst, cap, len) : 0;
 }
 
 static int is_true(const PGresult *r, int row, int col) {
